@@ -1,0 +1,69 @@
+//! Liveness, readiness and metrics.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorKind, Problem};
+use crate::state::AppState;
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: String,
+    /// The model that answers, `name@version`.
+    #[schema(example = "fraud-xgb@3be5a2c1f09e")]
+    pub model: String,
+    /// Rows admitted and not yet answered.
+    pub queued_rows: usize,
+}
+
+/// The process is up (restart it if this fails).
+#[utoipa::path(get, path = "/health/live", tag = "operations",
+    responses((status = 200, description = "Alive", body = Health)))]
+pub async fn live(State(state): State<AppState>) -> Json<Health> {
+    Json(health(&state, "ok"))
+}
+
+/// The gateway can score now (route traffic to it only while this answers 200).
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "Model not ready, or shutting down", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ))]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    if state.is_shutting_down() {
+        return Err(ApiError::new(ErrorKind::ShuttingDown, "the gateway is shutting down"));
+    }
+    if !state.pipeline.model().ready() {
+        return Err(ApiError::new(
+            ErrorKind::ModelUnavailable,
+            "the model is not ready",
+        ));
+    }
+    Ok(Json(health(&state, "ready")))
+}
+
+fn health(state: &AppState, status: &str) -> Health {
+    Health {
+        status: status.to_owned(),
+        model: state.pipeline.model().label().to_owned(),
+        queued_rows: state.pipeline.queued_rows(),
+    }
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String,
+        content_type = "text/plain; version=0.0.4")))]
+pub async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::telemetry::prometheus().render(),
+    )
+}

@@ -1,0 +1,271 @@
+//! `POST /v1/transactions/score` and `POST /v1/transactions/score-batch`.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use super::json::JsonBody;
+use crate::domain::{FieldError, Transaction, ValidTransaction, json_type};
+use crate::error::{ApiError, Problem};
+use crate::pipeline::Admit;
+use crate::state::AppState;
+
+/// What the model made of a transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "transaction_id": "tx-000123",
+    "fraud_score": 0.93,
+    "decision": "decline",
+    "model": "fraud-xgb@3be5a2c1f09e",
+    "cached": false
+}))]
+pub struct Score {
+    pub transaction_id: String,
+    /// Probability of fraud, 0..1.
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub fraud_score: f32,
+    pub decision: Decision,
+    /// The model that answered, `name@version`.
+    pub model: String,
+    /// Whether the score came from the response cache.
+    pub cached: bool,
+}
+
+/// `decline` at or above the decline threshold (default 0.9), `review` at or above the review
+/// threshold (default 0.5), else `approve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Approve,
+    Review,
+    Decline,
+}
+
+/// Up to `limits.max_batch_items` (default 1000) transactions.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreBatchRequest {
+    #[schema(min_items = 1, max_items = 1000)]
+    pub transactions: Vec<Transaction>,
+}
+
+/// One result per transaction, in input order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScoreBatchResponse {
+    pub results: Vec<BatchItem>,
+}
+
+/// The outcome for one transaction: a `score` (status 200) or an `error` (its status).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchItem {
+    /// Position in the request's `transactions`.
+    pub index: usize,
+    /// The status this transaction would have had on its own.
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<Score>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Problem>,
+}
+
+/// Score one transaction.
+#[utoipa::path(
+    post,
+    path = "/v1/transactions/score",
+    tag = "scoring",
+    request_body(content = Transaction, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Scored", body = Score),
+        (status = 400, description = "Invalid input; `errors` lists every field problem",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over `limits.body_limit_bytes`",
+            body = Problem, content_type = "application/problem+json",
+            example = json!({"type": "urn:infergate:problem:payload_too_large", "title": "Payload too large", "status": 413,
+                "detail": "the body is larger than the configured limit (`limits.body_limit_bytes`)"})),
+        (status = 415, description = "Content type is not JSON",
+            body = Problem, content_type = "application/problem+json",
+            example = json!({"type": "urn:infergate:problem:unsupported_media_type", "title": "Unsupported media type", "status": 415,
+                "detail": "the body must be `application/json`. Given content type: \"text/plain\""})),
+        (status = 503, description = "Queue full or model unavailable; retry after `Retry-After` seconds",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying")),
+            example = json!({"type": "urn:infergate:problem:overloaded", "title": "Overloaded", "status": 503,
+                "detail": "the scoring queue is full (10000 rows); retry later"})),
+        (status = 504, description = "No score within `batching.deadline_ms`",
+            body = Problem, content_type = "application/problem+json",
+            example = json!({"type": "urn:infergate:problem:deadline_exceeded", "title": "Deadline exceeded", "status": 504,
+                "detail": "no score within the deadline of 30000 ms"})),
+    )
+)]
+pub async fn score(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Score>, ApiError> {
+    let tx = ValidTransaction::from_json(&body, OffsetDateTime::now_utc()).map_err(|errors| {
+        ApiError::invalid(
+            format!("the transaction has {} invalid field(s)", errors.len()),
+            errors,
+        )
+    })?;
+    let outcome = state
+        .pipeline
+        .score(&[tx.features], Admit::TryNow)
+        .await?
+        .pop()
+        .expect("the pipeline answers one outcome per row. This is a bug.")?;
+    Ok(Json(state.score(tx.transaction_id, outcome)))
+}
+
+/// Score many transactions in one request. An invalid transaction fails only itself: each
+/// result carries its own status.
+#[utoipa::path(
+    post,
+    path = "/v1/transactions/score-batch",
+    tag = "scoring",
+    request_body(content = ScoreBatchRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "One result per transaction, in order", body = ScoreBatchResponse,
+            example = json!({"results": [
+                {"index": 0, "status": 200, "score": {"transaction_id": "tx-1", "fraud_score": 0.004,
+                    "decision": "approve", "model": "fraud-xgb@3be5a2c1f09e", "cached": false}},
+                {"index": 1, "status": 400, "error": {"type": "urn:infergate:problem:invalid_input",
+                    "title": "Invalid input", "status": 400, "detail": "the transaction has 1 invalid field(s)",
+                    "errors": [{"field": "transactions[1].amount", "code": "missing",
+                        "message": "`amount` is required (a number >= 0)"}]}}
+            ]})),
+        (status = 400, description = "The request itself is invalid (not an object, no `transactions`, too many)",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over `limits.body_limit_bytes`",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content type is not JSON",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The batch does not fit in the queue; retry after `Retry-After` seconds",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    )
+)]
+pub async fn score_batch(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<ScoreBatchResponse>, ApiError> {
+    let items = batch_items(&body, state.limits.max_batch_items)?;
+    let received_at = OffsetDateTime::now_utc();
+    let mut results: Vec<Option<BatchItem>> = Vec::with_capacity(items.len());
+    let mut valid = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        match ValidTransaction::from_json(item, received_at) {
+            Ok(tx) => {
+                valid.push((index, tx));
+                results.push(None);
+            }
+            Err(errors) => {
+                let prefix = format!("transactions[{index}]");
+                let errors: Vec<FieldError> =
+                    errors.into_iter().map(|e| e.nested(&prefix)).collect();
+                let error = ApiError::invalid(
+                    format!("the transaction has {} invalid field(s)", errors.len()),
+                    errors,
+                );
+                results.push(Some(item_error(index, &error)));
+            }
+        }
+    }
+    let rows: Vec<_> = valid.iter().map(|(_, tx)| tx.features).collect();
+    let outcomes = state.pipeline.score(&rows, Admit::TryNow).await?;
+    for ((index, tx), outcome) in valid.into_iter().zip(outcomes) {
+        results[index] = Some(match outcome {
+            Ok(scored) => BatchItem {
+                index,
+                status: 200,
+                score: Some(state.score(tx.transaction_id, scored)),
+                error: None,
+            },
+            Err(e) => item_error(index, &ApiError::from(e)),
+        });
+    }
+    let results = results
+        .into_iter()
+        .map(|r| r.expect("every index gets a result. This is a bug."))
+        .collect();
+    Ok(Json(ScoreBatchResponse { results }))
+}
+
+fn item_error(index: usize, error: &ApiError) -> BatchItem {
+    BatchItem {
+        index,
+        status: error.kind.status().as_u16(),
+        score: None,
+        error: Some(error.problem()),
+    }
+}
+
+/// The request's `transactions`, after the checks on the request as a whole.
+fn batch_items(body: &Value, max_items: usize) -> Result<&[Value], ApiError> {
+    let invalid = |field: &str, code: &str, message: String| {
+        ApiError::invalid(
+            message.clone(),
+            vec![FieldError::new(field, code, message)],
+        )
+    };
+    let Some(obj) = body.as_object() else {
+        return Err(invalid(
+            "",
+            "wrong_type",
+            format!(
+                "the body must be an object with `transactions`. Given: {}",
+                json_type(body)
+            ),
+        ));
+    };
+    let mut errors = Vec::new();
+    for key in obj.keys().filter(|k| *k != "transactions") {
+        errors.push(FieldError::new(
+            key.as_str(),
+            "unknown_field",
+            format!("unknown field `{key}`"),
+        ));
+    }
+    let items = match obj.get("transactions") {
+        None => {
+            errors.push(FieldError::new(
+                "transactions",
+                "missing",
+                "`transactions` is required (an array of transactions)",
+            ));
+            None
+        }
+        Some(Value::Array(items)) if items.is_empty() || items.len() > max_items => {
+            errors.push(FieldError::new(
+                "transactions",
+                "too_many",
+                format!(
+                    "`transactions` must have 1 to {max_items} items. Given: {}",
+                    items.len()
+                ),
+            ));
+            None
+        }
+        Some(Value::Array(items)) => Some(items.as_slice()),
+        Some(other) => {
+            errors.push(FieldError::new(
+                "transactions",
+                "wrong_type",
+                format!(
+                    "`transactions` must be an array. Given: {}",
+                    json_type(other)
+                ),
+            ));
+            None
+        }
+    };
+    match items {
+        Some(items) if errors.is_empty() => Ok(items),
+        _ => Err(ApiError::invalid(
+            format!("the request has {} problem(s)", errors.len()),
+            errors,
+        )),
+    }
+}

@@ -1,0 +1,112 @@
+use super::*;
+
+fn args(extra: &[&str]) -> Args {
+    let mut argv = vec!["infergate"];
+    argv.extend_from_slice(extra);
+    Args::try_parse_from(argv).unwrap()
+}
+
+fn write_config(text: &str) -> tempfile_path::TempPath {
+    tempfile_path::TempPath::with(text)
+}
+
+/// A file under the target dir removed on drop; enough for these tests without a crate.
+mod tempfile_path {
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    pub struct TempPath(pub PathBuf);
+
+    impl TempPath {
+        pub fn with(text: &str) -> Self {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "infergate-config-{}-{}.toml",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::write(&path, text).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+#[test]
+fn no_file_no_env_gives_the_defaults() {
+    let config = Config::from_sources(&args(&[]), []).unwrap();
+    assert_eq!(config, Config::default());
+    assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.batching.max_batch_size, 64);
+    assert_eq!(config.limits.body_limit_bytes, 6_291_456);
+}
+
+#[test]
+fn file_then_env_then_flags() {
+    let file = write_config(
+        "bind = \"127.0.0.1:9000\"\n[batching]\nmax_batch_size = 16\nmax_queue_rows = 500\n",
+    );
+    let path = file.0.to_str().unwrap();
+    let env = [
+        ("INFERGATE_BATCHING__MAX_BATCH_SIZE".to_owned(), "128".to_owned()),
+        ("INFERGATE_MODEL__REVIEW_THRESHOLD".to_owned(), "0.4".to_owned()),
+        ("INFERGATE_CONFIG".to_owned(), path.to_owned()),
+        ("HOME".to_owned(), "/root".to_owned()),
+    ];
+    let config = Config::from_sources(
+        &args(&["--config", path, "--bind", "0.0.0.0:8081", "--log-format", "json"]),
+        env,
+    )
+    .unwrap();
+    assert_eq!(config.bind.to_string(), "0.0.0.0:8081", "flag beats file");
+    assert_eq!(config.batching.max_batch_size, 128, "env beats file");
+    assert_eq!(config.batching.max_queue_rows, 500, "file beats default");
+    assert_eq!(config.model.review_threshold, 0.4);
+    assert_eq!(config.log.format, LogFormat::Json);
+}
+
+#[test]
+fn every_bad_value_is_reported_with_its_key() {
+    let file = write_config(
+        "colour = \"blue\"\n\
+         [batching]\nmax_batch_size = 0\n\
+         [model]\nreview_threshold = 0.95\ndecline_threshold = 0.9\n\
+         [limits]\nbody_limit = 5\n",
+    );
+    let err = Config::from_sources(&args(&["--config", file.0.to_str().unwrap()]), [])
+        .unwrap_err();
+    let all = err.to_string();
+    for needle in [
+        "unknown key `colour`",
+        "`limits`: unknown field `body_limit`",
+        "`batching.max_batch_size` must be from 1",
+        "`model.review_threshold` (0.95) must be <= `model.decline_threshold` (0.9)",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+    assert_eq!(err.0.len(), 4, "{all}");
+}
+
+#[test]
+fn wrong_types_and_bad_env_names_are_reported() {
+    let env = [
+        ("INFERGATE_BATCHING__DEADLINE_MS".to_owned(), "soon".to_owned()),
+        ("INFERGATE_BIND__PORT".to_owned(), "1".to_owned()),
+    ];
+    let err = Config::from_sources(&args(&[]), env).unwrap_err().to_string();
+    assert!(err.contains("`batching`"), "{err}");
+    assert!(err.contains("deadline_ms"), "{err}");
+    assert!(err.contains("`bind`"), "{err}");
+}
+
+#[test]
+fn a_missing_file_is_an_error() {
+    let err = Config::from_sources(&args(&["--config", "/nonexistent/infergate.toml"]), [])
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot read config file"), "{err}");
+}

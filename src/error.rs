@@ -1,0 +1,160 @@
+//! The REST API's one error vocabulary: [`ErrorKind`] maps to a status code, a stable problem
+//! `type`, and the label used in metrics; [`ApiError`] renders RFC 9457 `application/problem+json`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::FieldError;
+use crate::pipeline::ScoreError;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Every error the REST API returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    Overloaded,
+    ModelUnavailable,
+    DeadlineExceeded,
+    ShuttingDown,
+}
+
+impl ErrorKind {
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::InvalidInput => StatusCode::BAD_REQUEST,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Overloaded | Self::ModelUnavailable | Self::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Stable snake_case name: the tail of the problem `type` and the metrics label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidInput => "invalid_input",
+            Self::NotFound => "not_found",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Overloaded => "overloaded",
+            Self::ModelUnavailable => "model_unavailable",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+
+    const fn title(self) -> &'static str {
+        match self {
+            Self::InvalidInput => "Invalid input",
+            Self::NotFound => "Not found",
+            Self::PayloadTooLarge => "Payload too large",
+            Self::UnsupportedMediaType => "Unsupported media type",
+            Self::Overloaded => "Overloaded",
+            Self::ModelUnavailable => "Model unavailable",
+            Self::DeadlineExceeded => "Deadline exceeded",
+            Self::ShuttingDown => "Shutting down",
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for the kinds where retrying helps.
+    const fn retry_after(self) -> Option<u32> {
+        match self {
+            Self::Overloaded | Self::ModelUnavailable | Self::ShuttingDown => Some(1),
+            _ => None,
+        }
+    }
+}
+
+/// RFC 9457 problem details, with the field errors of a 400.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "type": "urn:infergate:problem:invalid_input",
+    "title": "Invalid input",
+    "status": 400,
+    "detail": "the transaction has 2 invalid fields",
+    "errors": [
+        {"field": "amount", "code": "out_of_range", "message": "`amount` must be >= 0. Given: -3.5"},
+        {"field": "card_id", "code": "missing", "message": "`card_id` is required (a string of 1 to 128 characters)"}
+    ]
+}))]
+pub struct Problem {
+    /// Stable identifier of the problem kind: `urn:infergate:problem:<kind>`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Every field problem, for `invalid_input`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// An error answered to a REST caller.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub detail: String,
+    pub errors: Vec<FieldError>,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn invalid(detail: impl Into<String>, errors: Vec<FieldError>) -> Self {
+        Self {
+            kind: ErrorKind::InvalidInput,
+            detail: detail.into(),
+            errors,
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        Problem {
+            type_: format!("urn:infergate:problem:{}", self.kind.as_str()),
+            title: self.kind.title().to_owned(),
+            status: self.kind.status().as_u16(),
+            detail: self.detail.clone(),
+            errors: self.errors.clone(),
+        }
+    }
+}
+
+impl From<ScoreError> for ApiError {
+    fn from(e: ScoreError) -> Self {
+        let kind = match e {
+            ScoreError::Overloaded { .. } => ErrorKind::Overloaded,
+            ScoreError::DeadlineExceeded { .. } => ErrorKind::DeadlineExceeded,
+            ScoreError::Model(_) => ErrorKind::ModelUnavailable,
+            ScoreError::ShuttingDown => ErrorKind::ShuttingDown,
+        };
+        Self::new(kind, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        let mut response = (self.kind.status(), axum::Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(secs) = self.kind.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

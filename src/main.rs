@@ -1,0 +1,45 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use infergate::config::{Args, Command, Config};
+use infergate::{Gateway, api, shutdown, telemetry};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match args.command.unwrap_or(Command::Serve) {
+        Command::Openapi => {
+            print!("{}", api::openapi_json());
+            ExitCode::SUCCESS
+        }
+        Command::Serve => {
+            let config = match Config::load(&args) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("infergate: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            telemetry::init_logging(config.log.format);
+            match serve(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("infergate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    telemetry::prometheus();
+    let gateway = Gateway::build(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.bind))?;
+    tracing::info!(address = %listener.local_addr()?, "serving");
+    gateway.serve(listener, shutdown::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! The batching task: whenever one of `max_concurrent_batches` dispatch slots is free, cut the
+//! next batch from the queue and hand it to the model. Batches grow with load and a quiet system
+//! adds no delay (unless `max_queue_delay` asks for it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::queue::{Entry, NextBatch, State};
+use super::{ScoreError, Scored};
+use crate::config::BatchingConfig;
+use crate::domain::FeatureRow;
+use crate::model::{Model, ModelError};
+
+#[derive(Debug, Clone, Copy)]
+pub struct BatcherConfig {
+    pub max_batch_size: usize,
+    pub max_concurrent_batches: usize,
+    pub max_queue_delay: Duration,
+}
+
+impl From<&BatchingConfig> for BatcherConfig {
+    fn from(c: &BatchingConfig) -> Self {
+        Self {
+            max_batch_size: c.max_batch_size,
+            max_concurrent_batches: c.max_concurrent_batches,
+            max_queue_delay: Duration::from_millis(c.max_queue_delay_ms),
+        }
+    }
+}
+
+/// Runs until the entry channel closes, then drains: every queued row is scored (or answered)
+/// and every batch in flight finishes before it returns.
+pub async fn batching_task(
+    mut entries: mpsc::UnboundedReceiver<Entry>,
+    model: Arc<dyn Model>,
+    config: BatcherConfig,
+) {
+    let mut state = State::new(config.max_batch_size, config.max_queue_delay);
+    let mut in_flight = JoinSet::new();
+    let mut closed = false;
+    loop {
+        let mut wake_at = None;
+        while in_flight.len() < config.max_concurrent_batches.max(1) {
+            match state.next_batch(Instant::now(), closed) {
+                NextBatch::Ready(batch) => {
+                    in_flight.spawn(run_batch(Arc::clone(&model), batch));
+                }
+                NextBatch::WaitUntil(t) => {
+                    wake_at = Some(t);
+                    break;
+                }
+                NextBatch::Empty => break,
+            }
+        }
+        let skipped = state.take_skipped();
+        if skipped.caller_gone > 0 {
+            metrics::counter!("infergate_rows_skipped_total", "reason" => "caller_gone")
+                .increment(skipped.caller_gone);
+        }
+        if skipped.deadline > 0 {
+            metrics::counter!("infergate_rows_skipped_total", "reason" => "deadline")
+                .increment(skipped.deadline);
+        }
+        metrics::gauge!("infergate_queue_rows").set(state.len() as f64);
+
+        if closed && state.is_empty() && in_flight.is_empty() {
+            return;
+        }
+        tokio::select! {
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                if let Err(e) = done {
+                    // The batch's rows were dropped with the task, so their callers already
+                    // know; what is left is to say why.
+                    tracing::error!(error = %e, "a model call panicked");
+                }
+            }
+            entry = entries.recv(), if !closed => match entry {
+                Some(entry) => {
+                    state.append(entry);
+                    // Take everything already waiting, so the next batch is as full as load makes it.
+                    while let Ok(entry) = entries.try_recv() {
+                        state.append(entry);
+                    }
+                }
+                None => closed = true,
+            },
+            () = sleep_until(wake_at), if wake_at.is_some() => {}
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run_batch(model: Arc<dyn Model>, batch: Vec<Entry>) {
+    let started = Instant::now();
+    for entry in &batch {
+        metrics::histogram!("infergate_queue_duration_seconds")
+            .record(started.duration_since(entry.queued_at).as_secs_f64());
+    }
+    metrics::histogram!("infergate_batch_rows").record(batch.len() as f64);
+    let rows: Vec<FeatureRow> = batch.iter().map(|e| e.row).collect();
+    let result = model.predict(&rows).await;
+    metrics::histogram!("infergate_model_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    let outcome = match result {
+        Ok(scores) if scores.len() == rows.len() => Ok(scores),
+        Ok(scores) => Err(ModelError::CountMismatch {
+            expected: rows.len(),
+            got: scores.len(),
+        }),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(scores) => {
+            let label: Arc<str> = Arc::from(model.label());
+            metrics::counter!("infergate_rows_scored_total").increment(scores.len() as u64);
+            for (entry, score) in batch.into_iter().zip(scores) {
+                let _ = entry.reply.send(Ok(Scored {
+                    score,
+                    model: Arc::clone(&label),
+                }));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, rows = batch.len(), "model call failed");
+            metrics::counter!("infergate_model_errors_total").increment(1);
+            for entry in batch {
+                let _ = entry.reply.send(Err(ScoreError::Model(e.clone())));
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The scoring pipeline every entry point shares: admit -> queue -> batcher -> model.
+//!
+//! Admission is a semaphore of `max_queue_rows` permits, one per queued row, so the queue is
+//! bounded without the batcher having to count: REST callers `try` (a full queue answers 503 at
+//! once), stream consumers wait (the stream absorbs the back-pressure).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use crate::config::BatchingConfig;
+use crate::domain::FeatureRow;
+use crate::model::{Model, ModelError};
+
+pub mod batcher;
+pub mod queue;
+
+use queue::Entry;
+
+/// A score and what produced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub score: f32,
+    /// The answering model's label (`name@version`).
+    pub model: Arc<str>,
+}
+
+/// Why a row got no score.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ScoreError {
+    #[error("the scoring queue is full ({max_queue_rows} rows); retry later")]
+    Overloaded { max_queue_rows: usize },
+    #[error("no score within the deadline of {deadline_ms} ms")]
+    DeadlineExceeded { deadline_ms: u64 },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+impl ScoreError {
+    /// Stable snake_case label for metrics and dead letters.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Overloaded { .. } => "overloaded",
+            Self::DeadlineExceeded { .. } => "deadline_exceeded",
+            Self::Model(_) => "model_error",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// How a caller waits for room in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Fail at once with `Overloaded` when the rows do not fit (HTTP).
+    TryNow,
+    /// Wait for room (stream consumers).
+    Wait,
+}
+
+/// Cheap-to-clone handle to the shared pipeline.
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Unbounded because the semaphore already bounds what can be in it.
+    entries: mpsc::UnboundedSender<Entry>,
+    permits: Arc<Semaphore>,
+    max_queue_rows: usize,
+    deadline: Duration,
+    model: Arc<dyn Model>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("model", &self.inner.model.label())
+            .field("max_queue_rows", &self.inner.max_queue_rows)
+            .field("deadline", &self.inner.deadline)
+            .finish()
+    }
+}
+
+impl Pipeline {
+    /// Starts the batching task on `tracker`. It runs until every handle is dropped and the
+    /// queue is drained.
+    pub fn start(model: Arc<dyn Model>, config: &BatchingConfig, tracker: &TaskTracker) -> Self {
+        let (entries, rx) = mpsc::unbounded_channel();
+        tracker.spawn(batcher::batching_task(
+            rx,
+            Arc::clone(&model),
+            batcher::BatcherConfig::from(config),
+        ));
+        Self {
+            inner: Arc::new(Inner {
+                entries,
+                permits: Arc::new(Semaphore::new(config.max_queue_rows)),
+                max_queue_rows: config.max_queue_rows,
+                deadline: Duration::from_millis(config.deadline_ms),
+                model,
+            }),
+        }
+    }
+
+    pub fn model(&self) -> &Arc<dyn Model> {
+        &self.inner.model
+    }
+
+    /// Rows admitted and not yet answered.
+    pub fn queued_rows(&self) -> usize {
+        self.inner.max_queue_rows - self.inner.permits.available_permits()
+    }
+
+    pub fn deadline(&self) -> Duration {
+        self.inner.deadline
+    }
+
+    /// Scores rows, each within the pipeline's deadline. Admission is all or nothing: either
+    /// every row is queued or the call fails with `Overloaded`. Each row then gets its own
+    /// outcome, in order.
+    pub async fn score(
+        &self,
+        rows: &[FeatureRow],
+        admit: Admit,
+    ) -> Result<Vec<Result<Scored, ScoreError>>, ScoreError> {
+        let inner = &*self.inner;
+        let n = rows.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let overloaded = || {
+            metrics::counter!("infergate_rows_shed_total").increment(n as u64);
+            ScoreError::Overloaded {
+                max_queue_rows: inner.max_queue_rows,
+            }
+        };
+        let count = u32::try_from(n).map_err(|_| overloaded())?;
+        if n > inner.max_queue_rows {
+            return Err(overloaded());
+        }
+        let mut permit = match admit {
+            Admit::TryNow => Arc::clone(&inner.permits)
+                .try_acquire_many_owned(count)
+                .map_err(|_| overloaded())?,
+            Admit::Wait => Arc::clone(&inner.permits)
+                .acquire_many_owned(count)
+                .await
+                .map_err(|_| ScoreError::ShuttingDown)?,
+        };
+
+        let queued_at = Instant::now();
+        let deadline = queued_at + inner.deadline;
+        let mut answers = Vec::with_capacity(n);
+        for row in rows {
+            let (reply, answer) = oneshot::channel();
+            let entry = Entry {
+                row: *row,
+                reply,
+                queued_at,
+                deadline,
+                permit: permit.split(1),
+            };
+            if inner.entries.send(entry).is_err() {
+                return Err(ScoreError::ShuttingDown);
+            }
+            answers.push(answer);
+        }
+
+        let deadline_ms = inner.deadline.as_millis() as u64;
+        let mut out = Vec::with_capacity(n);
+        // The rows are all queued already, so awaiting them one after another costs no more
+        // than the slowest of them.
+        for answer in answers {
+            let outcome = match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(outcome)) => outcome,
+                // The batcher dropped the row: only a panic in a model call or shutdown does.
+                Ok(Err(_)) => Err(ScoreError::Model(ModelError::Unavailable(
+                    "the model call failed".into(),
+                ))),
+                Err(_) => Err(ScoreError::DeadlineExceeded { deadline_ms }),
+            };
+            out.push(outcome);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

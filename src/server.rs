@@ -1,0 +1,175 @@
+//! Assembly: model -> pipeline -> state -> router with its one middleware stack -> `serve` with
+//! graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::api;
+use crate::config::{Config, ModelKind};
+use crate::error::{ApiError, ErrorKind};
+use crate::model::{EmbeddedModel, Model, embedded::EmbeddedError};
+use crate::pipeline::Pipeline;
+use crate::state::AppState;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Model(#[from] EmbeddedError),
+}
+
+/// A built gateway, not yet serving: the shared state and the tasks it started.
+pub struct Gateway {
+    pub state: AppState,
+    config: Config,
+    tasks: TaskTracker,
+}
+
+impl Gateway {
+    /// Loads the model and starts the pipeline. Must run inside a tokio runtime.
+    pub fn build(config: &Config) -> Result<Self, StartError> {
+        let threads = config.model_threads();
+        let model: Arc<dyn Model> = match config.model.kind {
+            ModelKind::Embedded => Arc::new(match &config.model.path {
+                Some(path) => EmbeddedModel::from_path(path, threads)?,
+                None => EmbeddedModel::default_model(threads)?,
+            }),
+        };
+        tracing::info!(model = model.label(), "model loaded");
+        let tasks = TaskTracker::new();
+        let pipeline = Pipeline::start(model, &config.batching, &tasks);
+        Ok(Self {
+            state: AppState::new(config, pipeline),
+            config: config.clone(),
+            tasks,
+        })
+    }
+
+    /// The router with its middleware, for serving or for `oneshot` tests.
+    pub fn router(&self) -> Router {
+        app(self.state.clone(), &self.config)
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
+    /// (at most `http.shutdown_grace_ms`), and drains the queue before returning.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let router = self.router();
+        let Self {
+            state,
+            config,
+            tasks,
+        } = self;
+        let stop = CancellationToken::new();
+        let shutting_down = Arc::clone(&state.shutting_down);
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            shutting_down.store(true, Ordering::Relaxed);
+            trigger.cancel();
+        });
+        let grace = Duration::from_millis(config.http.shutdown_grace_ms);
+        let server = axum::serve(listener, router).with_graceful_shutdown(stop.clone().cancelled_owned());
+        let result = tokio::select! {
+            result = server => result,
+            () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests outlived the shutdown grace period; closing them");
+                Ok(())
+            }
+        };
+        // The router's copies of the state are gone with the server; dropping ours closes the
+        // queue, and the batcher scores what is left before its task ends.
+        drop(state);
+        tasks.close();
+        tasks.wait().await;
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// The router with the one middleware stack. `ServiceBuilder` runs top to bottom for a request.
+pub fn app(state: AppState, config: &Config) -> Router {
+    api::router(state).fallback(not_found).layer(
+        ServiceBuilder::new()
+            // A panic anywhere below becomes a 500 problem instead of a dropped connection.
+            .layer(CatchPanicLayer::custom(panic_response))
+            // Every request carries an id (the caller's, or a new one) into logs and the response.
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(TraceLayer::new_for_http())
+            .layer(PropagateRequestIdLayer::x_request_id())
+            // Measured outside the timeout so that timed-out requests are counted too.
+            .layer(middleware::from_fn(record_metrics))
+            // Bounds a request end to end; the pipeline's own deadline answers 504 before this.
+            .layer(TimeoutLayer::with_status_code(
+                axum::http::StatusCode::GATEWAY_TIMEOUT,
+                config.request_timeout(),
+            ))
+            // Bodies are read into memory, so their size is bounded (413 past it).
+            .layer(DefaultBodyLimit::max(config.limits.body_limit_bytes)),
+    )
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        ErrorKind::NotFound,
+        format!("no route for {}", uri.path().chars().take(128).collect::<String>()),
+    )
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    let problem = serde_json::json!({
+        "type": "urn:infergate:problem:internal",
+        "title": "Internal error",
+        "status": 500,
+        "detail": "the gateway failed to handle the request",
+    });
+    let mut response = (
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(problem),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(crate::error::PROBLEM_JSON),
+    );
+    response
+}
+
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    // Label by route template, never by raw path: paths are caller-controlled and unbounded.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let labels = [
+        ("route", route),
+        ("method", method),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!("infergate_http_requests_total", &labels).increment(1);
+    metrics::histogram!("infergate_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
