@@ -45,24 +45,24 @@ FEATURE_NAMES = [
 F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 FEATURE_DOCS = [
-    ("amount", "Transaction amount in the card's billing currency",
-     "Request field `amount`"),
-    ("amount_ratio_30d", "Amount relative to the card's 30-day average ticket",
-     "`amount / max(avg_amount_30d, 1.0)`"),
-    ("hour_of_day", "Local hour of the transaction, 0..23",
-     "Hour of the transaction timestamp"),
+    ("amount", "Transaction amount in the currency's major unit",
+     "request `amount`"),
+    ("amount_ratio_30d", "Amount relative to the card's 30-day average amount",
+     "`amount / max(avg_amount_30d, 1.0)` (computed in f64, then cast)"),
+    ("hour_of_day", "Hour of the transaction, 0..23",
+     "hour of request `timestamp` (receive time when absent)"),
     ("merchant_category", "ISO 18245 merchant category code (MCC) as an integer 0..9999",
-     "Request field `mcc` parsed as an integer"),
-    ("card_present", "1 if the card was physically present (chip/swipe/contactless), else 0",
-     "Request flag, 0/1"),
+     "request `merchant_category`"),
+    ("card_present", "1 if the card was physically present, else 0",
+     "request `card_present` (bool as 0/1)"),
     ("foreign", "1 if the merchant country differs from the card's home country, else 0",
-     "`country != home_country`, 0/1"),
-    ("distance_from_home_km", "Great-circle distance between the transaction and the cardholder's home, km",
-     "Geolocation; missing when unknown"),
-    ("tx_count_1h", "Number of earlier transactions on the card in the last hour",
-     "Card velocity counter"),
-    ("tx_count_24h", "Number of earlier transactions on the card in the last 24 hours",
-     "Card velocity counter (>= tx_count_1h)"),
+     "`country != home_country` (0/1)"),
+    ("distance_from_home_km", "Distance between the merchant and the cardholder's home, km",
+     "request `distance_from_home_km`"),
+    ("tx_count_1h", "Transactions on the card in the last hour",
+     "request `tx_count_1h`"),
+    ("tx_count_24h", "Transactions on the card in the last 24 hours",
+     "request `tx_count_24h` (>= `tx_count_1h` in the training data)"),
 ]
 
 # ISO 18245 merchant category codes used by the generator:
@@ -528,6 +528,22 @@ follows the learned default direction of each split.
 |---|------|---------|------------|
 {feat_rows}
 
+## Scoring semantics
+
+* `base_score` is stored as a string holding a one-element list of the
+  intercept probability (`learner.learner_model_param.base_score`, here
+  `"{stats["base_score"]}"`).
+* margin = logit(base_score) + sum of the leaf values of all trees, accumulated in
+  f32 starting from the base margin, in tree order; score = 1 / (1 + exp(-margin)).
+* At a split node a row goes left when `value < split_condition`; a missing (NaN)
+  value follows `default_left`.
+* The gateway always supplies all 9 features; the training data contain some
+  rows with a missing `distance_from_home_km`, so missing values follow learned
+  default directions.
+* `tests/fixtures/xgb/fraud_parity.csv` holds xgboost's own predictions for
+  hold-out rows (with injected missing values and rows on split thresholds) to
+  check the native evaluator against.
+
 ## Training data
 
 * {stats["n_rows"]:,} synthetic transactions, fraud rate {stats["fraud_rate"]:.3%}
@@ -544,8 +560,8 @@ follows the learned default direction of each split.
   a share of fraud that is indistinguishable from the cardholder's normal
   behaviour. Higher-risk MCCs: {risky}.
 * Noise: overlapping distributions, legitimate travel and big-ticket purchases,
-  about 6% of card-not-present rows without geolocation (`distance_from_home_km`
-  missing), and label noise (unreported fraud, spurious chargebacks).
+  about 6% of card-not-present rows without a `distance_from_home_km` value,
+  and label noise (unreported fraud, spurious chargebacks).
 
 ## Training
 
@@ -615,6 +631,8 @@ def main(argv=None):
         "rounds": FRAUD_ROUNDS, "seed": args.seed, "xgb_version": xgb.__version__,
         "np_version": np.__version__, "py_version": platform.python_version(),
         "params": {k: v for k, v in params.items() if k != "nthread"},
+        "base_score": json.loads(bytes(booster.save_raw("json")))["learner"]
+        ["learner_model_param"]["base_score"],
     }
     card_path = os.path.join(args.out_dir, "MODEL_CARD.md")
     with open(card_path, "w", newline="\n") as f:

@@ -333,7 +333,10 @@ fn from_table(mut tree: toml::Table, errors: &mut Vec<String>) -> Config {
 }
 
 fn one_line(e: &impl std::fmt::Display) -> String {
-    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Applies `INFERGATE_BATCHING__MAX_BATCH_SIZE=128` as `batching.max_batch_size = 128`. The
@@ -362,7 +365,11 @@ fn apply_env(tree: &mut toml::Table, name: &str, value: &str) -> Result<(), Stri
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         table = match entry {
             toml::Value::Table(t) => t,
-            _ => return Err(format!("environment variable {name}: `{key}` is not a section")),
+            _ => {
+                return Err(format!(
+                    "environment variable {name}: `{key}` is not a section"
+                ));
+            }
         };
     }
     table.insert(last.clone(), parsed);

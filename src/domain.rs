@@ -529,7 +529,10 @@ impl<'a> Validator<'a> {
                 self.errors.push(FieldError::new(
                     field,
                     "invalid_format",
-                    format!("`{field}` must be {EXPECTED}. Given: {} ({e})", shown(value)),
+                    format!(
+                        "`{field}` must be {EXPECTED}. Given: {} ({e})",
+                        shown(value)
+                    ),
                 ));
                 None
             }

@@ -51,13 +51,18 @@ impl Gateway {
             }),
         };
         tracing::info!(model = model.label(), "model loaded");
+        Ok(Self::with_model(config, model))
+    }
+
+    /// A gateway in front of any model (tests use slow or failing ones).
+    pub fn with_model(config: &Config, model: Arc<dyn Model>) -> Self {
         let tasks = TaskTracker::new();
         let pipeline = Pipeline::start(model, &config.batching, &tasks);
-        Ok(Self {
+        Self {
             state: AppState::new(config, pipeline),
             config: config.clone(),
             tasks,
-        })
+        }
     }
 
     /// The router with its middleware, for serving or for `oneshot` tests.
@@ -87,7 +92,8 @@ impl Gateway {
             trigger.cancel();
         });
         let grace = Duration::from_millis(config.http.shutdown_grace_ms);
-        let server = axum::serve(listener, router).with_graceful_shutdown(stop.clone().cancelled_owned());
+        let server =
+            axum::serve(listener, router).with_graceful_shutdown(stop.clone().cancelled_owned());
         let result = tokio::select! {
             result = server => result,
             () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
@@ -130,7 +136,10 @@ pub fn app(state: AppState, config: &Config) -> Router {
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         ErrorKind::NotFound,
-        format!("no route for {}", uri.path().chars().take(128).collect::<String>()),
+        format!(
+            "no route for {}",
+            uri.path().chars().take(128).collect::<String>()
+        ),
     )
 }
 

@@ -28,7 +28,9 @@ pub fn prometheus() -> &'static PrometheusHandle {
             0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
             0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
         ];
-        const ROWS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+        const ROWS: &[f64] = &[
+            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+        ];
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
             .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_rows".into()), ROWS))
@@ -54,11 +56,7 @@ fn describe() {
         Unit::Seconds,
         "HTTP request latency by route, method and status"
     );
-    describe_histogram!(
-        "infergate_batch_rows",
-        Unit::Count,
-        "Rows per model call"
-    );
+    describe_histogram!("infergate_batch_rows", Unit::Count, "Rows per model call");
     describe_histogram!(
         "infergate_model_duration_seconds",
         Unit::Seconds,
@@ -69,7 +67,11 @@ fn describe() {
         Unit::Seconds,
         "Time a row waited in the queue before its batch was cut"
     );
-    describe_gauge!("infergate_queue_rows", Unit::Count, "Rows waiting in the queue");
+    describe_gauge!(
+        "infergate_queue_rows",
+        Unit::Count,
+        "Rows waiting in the queue"
+    );
     describe_counter!("infergate_rows_scored_total", "Rows scored by the model");
     describe_counter!(
         "infergate_rows_shed_total",

@@ -44,7 +44,11 @@ impl Parity {
             .split(',')
             .map(|s| s.trim().to_owned())
             .collect();
-        assert_eq!(header.pop().as_deref(), Some("prediction"), "{name}: last column");
+        assert_eq!(
+            header.pop().as_deref(),
+            Some("prediction"),
+            "{name}: last column"
+        );
         let width = header.len();
         let mut rows = Vec::new();
         let mut expected = Vec::new();
@@ -104,7 +108,12 @@ fn assert_parity(model: &XgbModel, parity: &Parity, what: &str) -> f64 {
         "{what}: {} of {} rows differ from xgboost by more than {TOLERANCE:e}:\n{}",
         failures.len(),
         parity.expected.len(),
-        failures.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+        failures
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     println!(
         "{what}: {} rows, max |ours - xgboost| = {worst:e}",
@@ -187,7 +196,11 @@ fn ubjson_and_archives_predict_like_json() {
         assert_eq!(model.objective(), reference.objective(), "{name}");
         assert_eq!(model.num_trees(), reference.num_trees(), "{name}");
         assert_eq!(model.num_features(), reference.num_features(), "{name}");
-        assert_eq!(model.feature_names(), parity.feature_names.as_slice(), "{name}");
+        assert_eq!(
+            model.feature_names(),
+            parity.feature_names.as_slice(),
+            "{name}"
+        );
         for index in 0..parity.expected.len() {
             let row = parity.row(index);
             let (ours, json) = (model.predict_row(row), reference.predict_row(row));
@@ -229,8 +242,8 @@ fn unsupported_models_are_refused_with_a_reason() {
             continue;
         }
         seen += 1;
-        let error = XgbModel::from_path(&fixture(&name))
-            .expect_err(&format!("{name} must be refused"));
+        let error =
+            XgbModel::from_path(&fixture(&name)).expect_err(&format!("{name} must be refused"));
         assert!(
             matches!(error, LoadError::Unsupported(_)),
             "{name}: {error:?}"
@@ -241,7 +254,10 @@ fn unsupported_models_are_refused_with_a_reason() {
         }
         println!("{name}: {message}");
     }
-    assert!(seen >= expected_words.len(), "only {seen} unsupported fixtures");
+    assert!(
+        seen >= expected_words.len(),
+        "only {seen} unsupported fixtures"
+    );
 }
 
 #[test]

@@ -38,7 +38,10 @@ pub async fn live(State(state): State<AppState>) -> Json<Health> {
     ))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     if state.is_shutting_down() {
-        return Err(ApiError::new(ErrorKind::ShuttingDown, "the gateway is shutting down"));
+        return Err(ApiError::new(
+            ErrorKind::ShuttingDown,
+            "the gateway is shutting down",
+        ));
     }
     if !state.pipeline.model().ready() {
         return Err(ApiError::new(

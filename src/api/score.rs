@@ -205,10 +205,7 @@ fn item_error(index: usize, error: &ApiError) -> BatchItem {
 /// The request's `transactions`, after the checks on the request as a whole.
 fn batch_items(body: &Value, max_items: usize) -> Result<&[Value], ApiError> {
     let invalid = |field: &str, code: &str, message: String| {
-        ApiError::invalid(
-            message.clone(),
-            vec![FieldError::new(field, code, message)],
-        )
+        ApiError::invalid(message.clone(), vec![FieldError::new(field, code, message)])
     };
     let Some(obj) = body.as_object() else {
         return Err(invalid(

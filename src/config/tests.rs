@@ -49,23 +49,36 @@ fn no_file_no_env_gives_the_defaults() {
 #[test]
 fn file_then_env_then_flags() {
     let file = write_config(
-        "bind = \"127.0.0.1:9000\"\n[batching]\nmax_batch_size = 16\nmax_queue_rows = 500\n",
+        "bind = \"127.0.0.1:9000\"\n[batching]\nmax_batch_size = 16\nmax_queue_rows = 5000\n",
     );
     let path = file.0.to_str().unwrap();
     let env = [
-        ("INFERGATE_BATCHING__MAX_BATCH_SIZE".to_owned(), "128".to_owned()),
-        ("INFERGATE_MODEL__REVIEW_THRESHOLD".to_owned(), "0.4".to_owned()),
+        (
+            "INFERGATE_BATCHING__MAX_BATCH_SIZE".to_owned(),
+            "128".to_owned(),
+        ),
+        (
+            "INFERGATE_MODEL__REVIEW_THRESHOLD".to_owned(),
+            "0.4".to_owned(),
+        ),
         ("INFERGATE_CONFIG".to_owned(), path.to_owned()),
         ("HOME".to_owned(), "/root".to_owned()),
     ];
     let config = Config::from_sources(
-        &args(&["--config", path, "--bind", "0.0.0.0:8081", "--log-format", "json"]),
+        &args(&[
+            "--config",
+            path,
+            "--bind",
+            "0.0.0.0:8081",
+            "--log-format",
+            "json",
+        ]),
         env,
     )
     .unwrap();
     assert_eq!(config.bind.to_string(), "0.0.0.0:8081", "flag beats file");
     assert_eq!(config.batching.max_batch_size, 128, "env beats file");
-    assert_eq!(config.batching.max_queue_rows, 500, "file beats default");
+    assert_eq!(config.batching.max_queue_rows, 5000, "file beats default");
     assert_eq!(config.model.review_threshold, 0.4);
     assert_eq!(config.log.format, LogFormat::Json);
 }
@@ -78,8 +91,7 @@ fn every_bad_value_is_reported_with_its_key() {
          [model]\nreview_threshold = 0.95\ndecline_threshold = 0.9\n\
          [limits]\nbody_limit = 5\n",
     );
-    let err = Config::from_sources(&args(&["--config", file.0.to_str().unwrap()]), [])
-        .unwrap_err();
+    let err = Config::from_sources(&args(&["--config", file.0.to_str().unwrap()]), []).unwrap_err();
     let all = err.to_string();
     for needle in [
         "unknown key `colour`",
@@ -95,10 +107,15 @@ fn every_bad_value_is_reported_with_its_key() {
 #[test]
 fn wrong_types_and_bad_env_names_are_reported() {
     let env = [
-        ("INFERGATE_BATCHING__DEADLINE_MS".to_owned(), "soon".to_owned()),
+        (
+            "INFERGATE_BATCHING__DEADLINE_MS".to_owned(),
+            "soon".to_owned(),
+        ),
         ("INFERGATE_BIND__PORT".to_owned(), "1".to_owned()),
     ];
-    let err = Config::from_sources(&args(&[]), env).unwrap_err().to_string();
+    let err = Config::from_sources(&args(&[]), env)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("`batching`"), "{err}");
     assert!(err.contains("deadline_ms"), "{err}");
     assert!(err.contains("`bind`"), "{err}");
@@ -106,7 +123,7 @@ fn wrong_types_and_bad_env_names_are_reported() {
 
 #[test]
 fn a_missing_file_is_an_error() {
-    let err = Config::from_sources(&args(&["--config", "/nonexistent/infergate.toml"]), [])
-        .unwrap_err();
+    let err =
+        Config::from_sources(&args(&["--config", "/nonexistent/infergate.toml"]), []).unwrap_err();
     assert!(err.to_string().contains("cannot read config file"), "{err}");
 }

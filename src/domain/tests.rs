@@ -138,8 +138,14 @@ fn layout_maps_model_order_and_refuses_unknown_names() {
     let err = FeatureLayout::from_model(&["amount".into(), "zip_code".into()], 2).unwrap_err();
     assert!(err.contains("[amount, zip_code]"), "{err}");
     assert!(err.contains("[zip_code]"), "{err}");
-    assert!(err.contains("tx_count_24h"), "lists the derivable ones: {err}");
+    assert!(
+        err.contains("tx_count_24h"),
+        "lists the derivable ones: {err}"
+    );
 
-    assert_eq!(FeatureLayout::from_model(&[], 9).unwrap(), FeatureLayout::canonical());
+    assert_eq!(
+        FeatureLayout::from_model(&[], 9).unwrap(),
+        FeatureLayout::canonical()
+    );
     assert!(FeatureLayout::from_model(&[], 4).is_err());
 }

@@ -94,7 +94,13 @@ impl EmbeddedModel {
         let digest = Sha256::digest(bytes);
         let label = format!("{name}@{}", hex::encode(&digest[..6]));
         let num_trees = model.num_trees();
-        Ok(Self::start(Arc::new(model), layout, label, num_trees, threads))
+        Ok(Self::start(
+            Arc::new(model),
+            layout,
+            label,
+            num_trees,
+            threads,
+        ))
     }
 
     fn start(
@@ -142,7 +148,11 @@ fn model_name_from_path(path: &Path) -> String {
         .trim_end_matches(".json")
         .trim_end_matches(".ubj");
     if matches!(stem, "model" | "xgboost-model") {
-        if let Some(dir) = path.parent().and_then(|p| p.file_name()).and_then(|s| s.to_str()) {
+        if let Some(dir) = path
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|s| s.to_str())
+        {
             return dir.to_owned();
         }
     }
@@ -219,7 +229,10 @@ mod tests {
             model_name_from_path(Path::new("/opt/ml/model/xgboost-model")),
             "model"
         );
-        assert_eq!(model_name_from_path(Path::new("churn-v2.tar.gz")), "churn-v2");
+        assert_eq!(
+            model_name_from_path(Path::new("churn-v2.tar.gz")),
+            "churn-v2"
+        );
     }
 
     #[tokio::test]
@@ -239,7 +252,10 @@ mod tests {
             assert_eq!(*score, direct.predict_row(&flat));
             assert!((0.0..=1.0).contains(score));
         }
-        assert!(scores[1] > scores[0], "the risky row must score higher: {scores:?}");
+        assert!(
+            scores[1] > scores[0],
+            "the risky row must score higher: {scores:?}"
+        );
         assert!(model.ready());
         assert!(model.label().starts_with("fraud-xgb@"));
     }

@@ -13,7 +13,8 @@ pub mod xgboost;
 pub use embedded::EmbeddedModel;
 
 /// The future a model returns for one batch.
-pub type PredictFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<f32>, ModelError>> + Send + 'a>>;
+pub type PredictFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<f32>, ModelError>> + Send + 'a>>;
 
 /// A scorer of feature rows.
 pub trait Model: Send + Sync + 'static {

@@ -6,8 +6,9 @@
 //! and the same model in JSON go through one code path, and no intermediate
 //! tree of values is built. Model files are untrusted, so every count is
 //! checked against the bytes still unread before anything is allocated or
-//! iterated, and nesting is capped so that a crafted file cannot exhaust the
-//! stack.
+//! iterated (typed containers of payload-free `Z`/`T`/`F` elements are
+//! charged one byte per element, which XGBoost never writes), and nesting is
+//! capped so that a crafted file cannot exhaust the stack.
 
 use std::fmt;
 
@@ -415,7 +416,10 @@ impl<'de> de::SeqAccess<'de> for Access<'_, 'de> {
 impl<'de> de::MapAccess<'de> for Access<'_, 'de> {
     type Error = Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
         if !self.has_next(b'}')? {
             return Ok(None);
         }
@@ -473,16 +477,13 @@ mod tests {
         assert_eq!(parse(b"[#i\x02i\x01Si\x01x").unwrap(), json!([1, "x"]));
         assert_eq!(parse(b"[$U#i\x03\x01\x02\x03").unwrap(), json!([1, 2, 3]));
         assert_eq!(parse(b"[$S#i\x02i\x01ai\x01b").unwrap(), json!(["a", "b"]));
-        assert_eq!(parse(b"[$T#i\x02").unwrap(), json!([true, true]));
+        assert_eq!(parse(b"[[$T#i\x01]").unwrap(), json!([[true]]));
         assert_eq!(parse(b"[#L\0\0\0\0\0\0\0\0").unwrap(), json!([]));
         assert_eq!(
             parse(b"{i\x01a[$i#U\x02\xff\x01i\x01b{}}").unwrap(),
             json!({"a": [-1, 1], "b": {}})
         );
-        assert_eq!(
-            parse(b"{#i\x01i\x01aSi\x01z").unwrap(),
-            json!({"a": "z"})
-        );
+        assert_eq!(parse(b"{#i\x01i\x01aSi\x01z").unwrap(), json!({"a": "z"}));
         assert_eq!(
             parse(b"{$U#i\x02i\x01a\x07i\x01b\x08").unwrap(),
             json!({"a": 7, "b": 8})
@@ -503,6 +504,8 @@ mod tests {
             b"[#L\x7f\xff\xff\xff\xff\xff\xff\xff",
             b"[$d#L\x10\0\0\0\0\0\0\0",
             b"[$Z#L\0\0\0\0\xff\xff\xff\xff",
+            // Payload-free elements still count one byte each.
+            b"[$T#i\x02",
             b"{#l\x7f\xff\xff\xff",
             b"[#i\xff",
             b"[$[#i\x01]",

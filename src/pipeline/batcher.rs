@@ -109,8 +109,7 @@ async fn run_batch(model: Arc<dyn Model>, batch: Vec<Entry>) {
     metrics::histogram!("infergate_batch_rows").record(batch.len() as f64);
     let rows: Vec<FeatureRow> = batch.iter().map(|e| e.row).collect();
     let result = model.predict(&rows).await;
-    metrics::histogram!("infergate_model_duration_seconds")
-        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("infergate_model_duration_seconds").record(started.elapsed().as_secs_f64());
     let outcome = match result {
         Ok(scores) if scores.len() == rows.len() => Ok(scores),
         Ok(scores) => Err(ModelError::CountMismatch {

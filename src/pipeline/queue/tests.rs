@@ -45,7 +45,10 @@ fn greedy_batches_take_what_is_queued_up_to_the_max_in_order() {
         state.append(e);
         receivers.push(rx);
     }
-    assert_eq!(tags(&ready(state.next_batch(now, false))), [0.0, 1.0, 2.0, 3.0]);
+    assert_eq!(
+        tags(&ready(state.next_batch(now, false))),
+        [0.0, 1.0, 2.0, 3.0]
+    );
     assert_eq!(tags(&ready(state.next_batch(now, false))), [4.0, 5.0]);
     assert!(state.is_empty());
 }

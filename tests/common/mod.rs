@@ -1,0 +1,191 @@
+//! Shared test harness: a gateway on 127.0.0.1:0 with a real HTTP client, and models whose
+//! timing the test controls.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use infergate::domain::FeatureRow;
+use infergate::model::{Model, ModelError, PredictFuture};
+use infergate::{Config, Gateway};
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinHandle;
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// A running gateway. Dropping it without `stop` aborts the server.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request reaches the gateway")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request reaches the gateway")
+    }
+
+    /// Signals shutdown and waits for `serve` to return.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        let _ = self.stop.take().expect("stopped once").send(());
+        let server = self.server.take().expect("stopped once");
+        tokio::time::timeout(Duration::from_secs(30), server)
+            .await
+            .expect("the gateway stops within 30 s")
+            .expect("the server task does not panic")
+    }
+
+    /// Starts stopping without waiting.
+    pub fn begin_stop(&mut self) -> JoinHandle<std::io::Result<()>> {
+        let _ = self.stop.take().expect("stopped once").send(());
+        self.server.take().expect("stopped once")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// The gateway on the embedded default model.
+pub async fn spawn_app(config: Config) -> TestApp {
+    infergate::telemetry::prometheus();
+    let gateway = Gateway::build(&config).expect("the gateway builds");
+    serve(gateway).await
+}
+
+/// The gateway in front of `model`.
+pub async fn spawn_app_with(config: Config, model: Arc<dyn Model>) -> TestApp {
+    infergate::telemetry::prometheus();
+    serve(Gateway::with_model(&config, model)).await
+}
+
+async fn serve(gateway: Gateway) -> TestApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(gateway.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    let app = TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        stop: Some(stop),
+        server: Some(server),
+    };
+    for _ in 0..200 {
+        if let Ok(r) = app.client.get(app.url("/health/ready")).send().await
+            && r.status() == 200
+        {
+            return app;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the gateway did not become ready");
+}
+
+/// A valid transaction; `overrides` replaces or adds fields.
+pub fn transaction(id: &str, overrides: Value) -> Value {
+    let mut tx = json!({
+        "transaction_id": id,
+        "card_id": "card-7",
+        "amount": 42.5,
+        "currency": "EUR",
+        "timestamp": "2026-11-26T14:05:00Z",
+        "merchant_category": 5411,
+        "card_present": true,
+        "country": "DE",
+        "home_country": "DE",
+        "distance_from_home_km": 3.2,
+        "tx_count_1h": 0,
+        "tx_count_24h": 2,
+        "avg_amount_30d": 51.0
+    });
+    if let (Some(tx), Some(over)) = (tx.as_object_mut(), overrides.as_object()) {
+        for (k, v) in over {
+            tx.insert(k.clone(), v.clone());
+        }
+    }
+    tx
+}
+
+/// A model that answers 0.5 for every row after `delay`, or holds every batch until the test
+/// adds permits to `gate`; it counts calls.
+#[derive(Default)]
+pub struct TestModel {
+    pub delay: Duration,
+    pub gate: Option<Arc<Semaphore>>,
+    pub calls: Mutex<usize>,
+}
+
+impl Model for TestModel {
+    fn predict<'a>(&'a self, rows: &'a [FeatureRow]) -> PredictFuture<'a> {
+        Box::pin(async move {
+            *self.calls.lock().unwrap() += 1;
+            if let Some(gate) = &self.gate {
+                gate.acquire()
+                    .await
+                    .map_err(|_| ModelError::Unavailable("closed".into()))?
+                    .forget();
+            }
+            tokio::time::sleep(self.delay).await;
+            Ok(vec![0.5; rows.len()])
+        })
+    }
+
+    fn label(&self) -> &str {
+        "test-model@1"
+    }
+
+    fn ready(&self) -> bool {
+        true
+    }
+}
+
+/// Asserts an RFC 9457 problem response and returns its body.
+pub async fn assert_problem(response: reqwest::Response, status: u16, kind: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    let body: Value = response.json().await.expect("a JSON body");
+    assert_eq!(
+        body["type"],
+        format!("urn:infergate:problem:{kind}"),
+        "{body}"
+    );
+    assert_eq!(body["status"], status, "{body}");
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}
