@@ -18,6 +18,9 @@ use utoipa::ToSchema;
 /// Longest accepted identifier (transaction and card ids), in characters.
 pub const MAX_ID_CHARS: usize = 128;
 
+/// Largest accepted velocity count: far above any real card, low enough to be exact in f32.
+pub const MAX_TX_COUNT: f64 = 1_000_000.0;
+
 /// A card transaction as callers send it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -68,11 +71,11 @@ pub struct Transaction {
     #[schema(minimum = 0.0)]
     pub distance_from_home_km: f64,
     /// Transactions on this card in the last hour.
-    #[schema(minimum = 0)]
-    pub tx_count_1h: u64,
+    #[schema(minimum = 0, maximum = 1_000_000)]
+    pub tx_count_1h: u32,
     /// Transactions on this card in the last 24 hours.
-    #[schema(minimum = 0)]
-    pub tx_count_24h: u64,
+    #[schema(minimum = 0, maximum = 1_000_000)]
+    pub tx_count_24h: u32,
     /// The card's average amount over 30 days.
     #[schema(minimum = 0.0)]
     pub avg_amount_30d: f64,
@@ -93,6 +96,7 @@ fn ip_address_schema() -> utoipa::openapi::schema::Schema {
     let one_of = OneOfBuilder::new()
         .item(ip(KnownFormat::Ipv4))
         .item(ip(KnownFormat::Ipv6))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
         .description(Some("IPv4 or IPv6 address of the buyer."))
         .build();
     Schema::OneOf(one_of)
@@ -267,13 +271,13 @@ impl ValidTransaction {
         let amount = v.non_negative("amount");
         v.optional_pattern("currency", 3, "an ISO 4217 code of 3 upper-case letters");
         let timestamp = v.timestamp("timestamp");
-        let merchant_category = v.integer("merchant_category", Some(9999.0));
+        let merchant_category = v.integer("merchant_category", 9999.0);
         let card_present = v.boolean("card_present");
         let country = v.country("country");
         let home_country = v.country("home_country");
         let distance = v.non_negative("distance_from_home_km");
-        let tx_1h = v.integer("tx_count_1h", None);
-        let tx_24h = v.integer("tx_count_24h", None);
+        let tx_1h = v.integer("tx_count_1h", MAX_TX_COUNT);
+        let tx_24h = v.integer("tx_count_24h", MAX_TX_COUNT);
         let avg_30d = v.non_negative("avg_amount_30d");
         v.ip("source_ip");
 
@@ -480,18 +484,15 @@ impl<'a> Validator<'a> {
     }
 
     /// A non-negative integer (JSON Schema's notion: `12.0` counts), at most `max`.
-    fn integer(&mut self, field: &str, max: Option<f64>) -> Option<f64> {
-        let expected = match max {
-            Some(max) => format!("an integer from 0 to {max}"),
-            None => "an integer >= 0".to_owned(),
-        };
+    fn integer(&mut self, field: &str, max: f64) -> Option<f64> {
+        let expected = format!("an integer from 0 to {max}");
         let x = self.number(field, &expected)?;
         if x.fract() != 0.0 {
             let value = &self.obj[field];
             self.wrong_type(field, &expected, value);
             return None;
         }
-        if x < 0.0 || max.is_some_and(|max| x > max) {
+        if x < 0.0 || x > max {
             self.errors.push(FieldError::new(
                 field,
                 "out_of_range",

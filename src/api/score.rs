@@ -48,8 +48,11 @@ pub enum Decision {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreBatchRequest {
+    /// Each item should be a `Transaction`. Items are checked one by one: an item that is not
+    /// a valid transaction fails only itself (its result has status 400), so the array accepts
+    /// any value.
     #[schema(min_items = 1, max_items = 1000)]
-    pub transactions: Vec<Transaction>,
+    pub transactions: Vec<Value>,
 }
 
 /// One result per transaction, in input order.

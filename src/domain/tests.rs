@@ -120,8 +120,10 @@ fn accepts_json_schema_integers_and_null_optionals() {
     v["merchant_category"] = json!(5967.0);
     v["currency"] = Value::Null;
     v["source_ip"] = Value::Null;
-    v["tx_count_24h"] = json!(1e20);
+    v["tx_count_24h"] = json!(1e6);
     assert!(ValidTransaction::from_json(&v, RECEIVED).is_ok());
+    v["tx_count_24h"] = json!(9_223_372_036_854_775_808u64);
+    assert_eq!(errors_of(v)[0].code, "out_of_range");
 }
 
 #[test]
