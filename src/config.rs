@@ -33,6 +33,11 @@ pub struct Args {
     #[arg(long, env = "INFERGATE_MODEL__PATH", global = true)]
     pub model: Option<PathBuf>,
 
+    /// Serve callers without credentials even on a non-loopback address. Without it, a
+    /// non-loopback bind with no `[[auth.api_keys]]` / `[[auth.sigv4]]` refuses to start.
+    #[arg(long, env = "INFERGATE_ALLOW_ANONYMOUS", global = true)]
+    pub allow_anonymous: bool,
+
     /// Log format: human-readable or one JSON object per line (for log shippers).
     #[arg(long, env = "INFERGATE_LOG__FORMAT", global = true)]
     pub log_format: Option<LogFormat>,
@@ -59,9 +64,14 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub bind: SocketAddr,
+    /// Serve without credentials on a non-loopback bind (on loopback it is always allowed when
+    /// no credentials are configured).
+    pub allow_anonymous: bool,
+    pub auth: AuthConfig,
     pub model: ModelConfig,
     pub batching: BatchingConfig,
     pub limits: LimitsConfig,
+    pub cache: CacheConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
 }
@@ -70,11 +80,116 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            allow_anonymous: false,
+            auth: AuthConfig::default(),
             model: ModelConfig::default(),
             batching: BatchingConfig::default(),
             limits: LimitsConfig::default(),
+            cache: CacheConfig::default(),
             http: HttpConfig::default(),
             log: LogConfig::default(),
+        }
+    }
+}
+
+/// Who may call the scoring routes. Empty = anonymous (see `allow_anonymous`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub api_keys: Vec<ApiKeyConfig>,
+    pub sigv4: Vec<SigV4Config>,
+}
+
+/// An API key (`x-api-key` header) and its usage plan. The key itself is never in the file:
+/// either its SHA-256 (hex) or the name of an environment variable holding it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Names the caller in metrics and logs.
+    pub name: String,
+    pub key_sha256: Option<String>,
+    pub key_env: Option<String>,
+    /// Requests (transactions, for batches) per second; 0 = unlimited.
+    #[serde(default = "default_rate")]
+    pub rate: u32,
+    /// Tokens available at once; default: `rate`.
+    pub burst: Option<u32>,
+    /// Transactions per UTC day.
+    pub quota_per_day: Option<u64>,
+    /// Whether `Cache-Control: no-cache` from this caller bypasses (and refreshes) the cache.
+    #[serde(default)]
+    pub allow_cache_bypass: bool,
+}
+
+/// A SigV4 caller: access key id and the environment variable holding its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigV4Config {
+    pub access_key_id: String,
+    pub secret_env: String,
+    /// Names the caller in metrics and logs; default: the access key id.
+    pub name: Option<String>,
+    #[serde(default = "default_rate")]
+    pub rate: u32,
+    pub burst: Option<u32>,
+    pub quota_per_day: Option<u64>,
+    #[serde(default)]
+    pub allow_cache_bypass: bool,
+}
+
+fn default_rate() -> u32 {
+    100
+}
+
+/// A caller's usage plan, whichever way it authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub rate: u32,
+    pub burst: u32,
+    pub quota_per_day: Option<u64>,
+    pub allow_cache_bypass: bool,
+}
+
+impl ApiKeyConfig {
+    pub fn plan(&self) -> Plan {
+        Plan {
+            rate: self.rate,
+            burst: self.burst.unwrap_or(self.rate),
+            quota_per_day: self.quota_per_day,
+            allow_cache_bypass: self.allow_cache_bypass,
+        }
+    }
+}
+
+impl SigV4Config {
+    pub fn plan(&self) -> Plan {
+        Plan {
+            rate: self.rate,
+            burst: self.burst.unwrap_or(self.rate),
+            quota_per_day: self.quota_per_day,
+            allow_cache_bypass: self.allow_cache_bypass,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.access_key_id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// How long a score is served from the cache.
+    pub ttl_s: u64,
+    /// Most cached scores; 0 disables the cache.
+    pub max_entries: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl_s: 300,
+            max_entries: 100_000,
         }
     }
 }
@@ -135,6 +250,10 @@ impl Default for BatchingConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
+    /// Transactions per second across every caller, stream included; 0 = unlimited.
+    pub global_rps: u32,
+    /// Tokens available at once for the global limit; default (0): `global_rps`.
+    pub global_burst: u32,
     pub body_limit_bytes: usize,
     /// Most transactions in one score-batch request.
     pub max_batch_items: usize,
@@ -143,6 +262,8 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
+            global_rps: 0,
+            global_burst: 0,
             body_limit_bytes: 6 * 1024 * 1024,
             max_batch_items: 1000,
         }
@@ -156,6 +277,10 @@ pub struct HttpConfig {
     pub request_timeout_ms: u64,
     /// Longest graceful shutdown waits for in-flight requests before closing them.
     pub shutdown_grace_ms: u64,
+    /// Longest a connection may take to send a request's headers, counted from when it is
+    /// ready for a request: this stops slow-loris clients and also closes idle keep-alive
+    /// connections.
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -163,6 +288,7 @@ impl Default for HttpConfig {
         Self {
             request_timeout_ms: 0,
             shutdown_grace_ms: 30_000,
+            header_read_timeout_ms: 30_000,
         }
     }
 }
@@ -212,6 +338,9 @@ impl Config {
         }
         if let Some(format) = args.log_format {
             config.log.format = format;
+        }
+        if args.allow_anonymous {
+            config.allow_anonymous = true;
         }
         config.check(&mut errors);
         if errors.is_empty() {
@@ -264,6 +393,10 @@ impl Config {
                 b.max_queue_delay_ms, b.deadline_ms
             ));
         }
+        self.check_auth(errors);
+        if self.http.header_read_timeout_ms == 0 {
+            errors.push("`http.header_read_timeout_ms` must be > 0".to_owned());
+        }
         let l = &self.limits;
         if l.body_limit_bytes < 1024 {
             errors.push(format!(
@@ -276,6 +409,62 @@ impl Config {
                 "`limits.max_batch_items` must be from 1 to `batching.max_queue_rows` ({}). Given: {}",
                 b.max_queue_rows, l.max_batch_items
             ));
+        }
+    }
+
+    /// Whether any credentials are configured.
+    pub fn has_credentials(&self) -> bool {
+        !self.auth.api_keys.is_empty() || !self.auth.sigv4.is_empty()
+    }
+
+    fn check_auth(&self, errors: &mut Vec<String>) {
+        if !self.has_credentials() && !self.allow_anonymous && !self.bind.ip().is_loopback() {
+            errors.push(format!(
+                "refusing to serve {} without credentials: anyone who can reach it could use \
+                 it. Configure `[[auth.api_keys]]` or `[[auth.sigv4]]`, bind a loopback \
+                 address, or pass --allow-anonymous",
+                self.bind
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, key) in self.auth.api_keys.iter().enumerate() {
+            let at = format!("auth.api_keys[{i}]");
+            if key.name.is_empty() || !names.insert(key.name.clone()) {
+                errors.push(format!("`{at}.name` must be non-empty and unique"));
+            }
+            match (&key.key_sha256, &key.key_env) {
+                (Some(hash), None) => {
+                    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        errors.push(format!(
+                            "`{at}.key_sha256` must be 64 hex digits (sha256sum of the key)"
+                        ));
+                    }
+                }
+                (None, Some(_)) => {}
+                _ => errors.push(format!(
+                    "`{at}` needs exactly one of `key_sha256` and `key_env`"
+                )),
+            }
+            check_plan(&at, key.plan(), errors);
+        }
+        let mut akids = std::collections::HashSet::new();
+        for (i, key) in self.auth.sigv4.iter().enumerate() {
+            let at = format!("auth.sigv4[{i}]");
+            if key.access_key_id.is_empty() || !akids.insert(key.access_key_id.clone()) {
+                errors.push(format!("`{at}.access_key_id` must be non-empty and unique"));
+            }
+            if !names.insert(key.name().to_owned()) {
+                errors.push(format!("`{at}.name` must be unique among all callers"));
+            }
+            if key.secret_env.is_empty() {
+                errors.push(format!(
+                    "`{at}.secret_env` must name an environment variable"
+                ));
+            }
+            check_plan(&at, key.plan(), errors);
+        }
+        if self.limits.global_rps == 0 && self.limits.global_burst != 0 {
+            errors.push("`limits.global_burst` needs `limits.global_rps`".to_owned());
         }
     }
 
@@ -294,6 +483,17 @@ impl Config {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         }
+    }
+}
+
+fn check_plan(at: &str, plan: Plan, errors: &mut Vec<String>) {
+    if plan.rate > 0 && plan.burst == 0 {
+        errors.push(format!("`{at}.burst` must be >= 1 when `rate` is set"));
+    }
+    if plan.quota_per_day == Some(0) {
+        errors.push(format!(
+            "`{at}.quota_per_day` must be >= 1 (omit it for no quota)"
+        ));
     }
 }
 
@@ -319,14 +519,18 @@ fn from_table(mut tree: toml::Table, errors: &mut Vec<String>) -> Config {
         };
     }
     section!("bind", bind);
+    section!("allow_anonymous", allow_anonymous);
+    section!("auth", auth);
     section!("model", model);
     section!("batching", batching);
     section!("limits", limits);
+    section!("cache", cache);
     section!("http", http);
     section!("log", log);
     for key in tree.keys() {
         errors.push(format!(
-            "unknown key `{key}` (known: bind, model, batching, limits, http, log)"
+            "unknown key `{key}` (known: bind, allow_anonymous, auth, model, batching, \
+             limits, cache, http, log)"
         ));
     }
     config

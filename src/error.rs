@@ -1,7 +1,7 @@
 //! The REST API's one error vocabulary: [`ErrorKind`] maps to a status code, a stable problem
 //! `type`, and the label used in metrics; [`ApiError`] renders RFC 9457 `application/problem+json`.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -15,9 +15,11 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     InvalidInput,
+    Unauthorized,
     NotFound,
     PayloadTooLarge,
     UnsupportedMediaType,
+    RateLimited,
     Overloaded,
     ModelUnavailable,
     DeadlineExceeded,
@@ -28,6 +30,8 @@ impl ErrorKind {
     pub const fn status(self) -> StatusCode {
         match self {
             Self::InvalidInput => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -42,6 +46,8 @@ impl ErrorKind {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::InvalidInput => "invalid_input",
+            Self::Unauthorized => "unauthorized",
+            Self::RateLimited => "rate_limited",
             Self::NotFound => "not_found",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -55,6 +61,8 @@ impl ErrorKind {
     const fn title(self) -> &'static str {
         match self {
             Self::InvalidInput => "Invalid input",
+            Self::Unauthorized => "Unauthorized",
+            Self::RateLimited => "Rate limited",
             Self::NotFound => "Not found",
             Self::PayloadTooLarge => "Payload too large",
             Self::UnsupportedMediaType => "Unsupported media type",
@@ -104,6 +112,9 @@ pub struct ApiError {
     pub kind: ErrorKind,
     pub detail: String,
     pub errors: Vec<FieldError>,
+    /// Headers the error carries besides the defaults (rate-limit state, a computed
+    /// `Retry-After`).
+    pub headers: HeaderMap,
 }
 
 impl ApiError {
@@ -112,14 +123,14 @@ impl ApiError {
             kind,
             detail: detail.into(),
             errors: Vec::new(),
+            headers: HeaderMap::new(),
         }
     }
 
     pub fn invalid(detail: impl Into<String>, errors: Vec<FieldError>) -> Self {
         Self {
-            kind: ErrorKind::InvalidInput,
-            detail: detail.into(),
             errors,
+            ..Self::new(ErrorKind::InvalidInput, detail)
         }
     }
 
@@ -155,6 +166,13 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.kind.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if self.kind == ErrorKind::Unauthorized {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("ApiKey header=\"x-api-key\", AWS4-HMAC-SHA256"),
+            );
+        }
+        headers.extend(self.headers);
         response
     }
 }

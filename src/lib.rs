@@ -8,15 +8,19 @@
 //! - [`model`]: the [`Model`](model::Model) trait, the XGBoost loader/evaluator, and the
 //!   embedded model that runs it on dedicated threads.
 //! - [`pipeline`]: the shared scoring path: admission, the bounded queue, the batcher.
+//! - [`middleware`]: callers (API keys, SigV4) and their usage plans (rate limits, quotas).
+//! - [`cache`]: the response cache, which also coalesces identical concurrent requests.
 //! - [`api`]: HTTP handlers and the OpenAPI document generated from them.
 //! - [`server`]: router, middleware stack, serving and graceful shutdown.
 //! - [`error`]: the REST error vocabulary (RFC 9457 problem details).
 //! - [`telemetry`], [`shutdown`]: logs, metrics, signals.
 
 pub mod api;
+pub mod cache;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod middleware;
 pub mod model;
 pub mod pipeline;
 pub mod server;

@@ -10,6 +10,10 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,6 +26,7 @@ use tower_http::trace::TraceLayer;
 use crate::api;
 use crate::config::{Config, ModelKind};
 use crate::error::{ApiError, ErrorKind};
+use crate::middleware::auth::{Auth, AuthConfigError};
 use crate::model::{EmbeddedModel, Model, embedded::EmbeddedError};
 use crate::pipeline::Pipeline;
 use crate::state::AppState;
@@ -31,6 +36,8 @@ use crate::state::AppState;
 pub enum StartError {
     #[error(transparent)]
     Model(#[from] EmbeddedError),
+    #[error(transparent)]
+    Auth(#[from] AuthConfigError),
 }
 
 /// A built gateway, not yet serving: the shared state and the tasks it started.
@@ -43,6 +50,7 @@ pub struct Gateway {
 impl Gateway {
     /// Loads the model and starts the pipeline. Must run inside a tokio runtime.
     pub fn build(config: &Config) -> Result<Self, StartError> {
+        let auth = Auth::from_config(config, |name| std::env::var(name).ok())?;
         let threads = config.model_threads();
         let model: Arc<dyn Model> = match config.model.kind {
             ModelKind::Embedded => Arc::new(match &config.model.path {
@@ -51,15 +59,15 @@ impl Gateway {
             }),
         };
         tracing::info!(model = model.label(), "model loaded");
-        Ok(Self::with_model(config, model))
+        Ok(Self::with_model(config, model, auth))
     }
 
     /// A gateway in front of any model (tests use slow or failing ones).
-    pub fn with_model(config: &Config, model: Arc<dyn Model>) -> Self {
+    pub fn with_model(config: &Config, model: Arc<dyn Model>, auth: Auth) -> Self {
         let tasks = TaskTracker::new();
         let pipeline = Pipeline::start(model, &config.batching, &tasks);
         Self {
-            state: AppState::new(config, pipeline),
+            state: AppState::new(config, pipeline, auth),
             config: config.clone(),
             tasks,
         }
@@ -92,15 +100,8 @@ impl Gateway {
             trigger.cancel();
         });
         let grace = Duration::from_millis(config.http.shutdown_grace_ms);
-        let server =
-            axum::serve(listener, router).with_graceful_shutdown(stop.clone().cancelled_owned());
-        let result = tokio::select! {
-            result = server => result,
-            () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
-                tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests outlived the shutdown grace period; closing them");
-                Ok(())
-            }
-        };
+        let header_read_timeout = Duration::from_millis(config.http.header_read_timeout_ms);
+        let result = serve_connections(listener, router, header_read_timeout, grace, stop).await;
         // The router's copies of the state are gone with the server; dropping ours closes the
         // queue, and the batcher scores what is left before its task ends.
         drop(state);
@@ -109,6 +110,62 @@ impl Gateway {
         tracing::info!("stopped");
         result
     }
+}
+
+/// Accepts connections until `stop`, then lets open connections finish their requests (at most
+/// `grace`). Our own loop rather than `axum::serve`, because that one sets no timer, so a client
+/// could take forever to send its headers (slow loris) or hold an idle connection open.
+async fn serve_connections(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: Duration,
+    grace: Duration,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let mut builder = ConnBuilder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let connections = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Usually out of file descriptors: wait for some to be released rather
+                    // than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = connections.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "in-flight requests outlived the shutdown grace period; closing them"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The router with the one middleware stack. `ServiceBuilder` runs top to bottom for a request.

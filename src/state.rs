@@ -4,12 +4,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::api::score::{Decision, Score};
+use crate::cache::{ScoreCache, Source};
 use crate::config::{Config, LimitsConfig};
+use crate::middleware::auth::Auth;
+use crate::middleware::rate_limit::RateLimits;
 use crate::pipeline::{Pipeline, Scored};
 
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub pipeline: Pipeline,
+    pub cache: ScoreCache,
+    pub auth: Arc<Auth>,
+    pub rate_limits: Arc<RateLimits>,
     pub thresholds: Thresholds,
     pub limits: Arc<LimitsConfig>,
     /// Set when shutdown begins, so that readiness fails and load balancers drain this instance.
@@ -36,9 +42,12 @@ impl Thresholds {
 }
 
 impl AppState {
-    pub fn new(config: &Config, pipeline: Pipeline) -> Self {
+    pub fn new(config: &Config, pipeline: Pipeline, auth: Auth) -> Self {
         Self {
             pipeline,
+            cache: ScoreCache::new(&config.cache),
+            auth: Arc::new(auth),
+            rate_limits: Arc::new(RateLimits::from_config(config)),
             thresholds: Thresholds {
                 review: config.model.review_threshold,
                 decline: config.model.decline_threshold,
@@ -48,13 +57,13 @@ impl AppState {
         }
     }
 
-    pub fn score(&self, transaction_id: String, scored: Scored) -> Score {
+    pub fn score(&self, transaction_id: String, scored: Scored, source: Source) -> Score {
         Score {
             transaction_id,
             fraud_score: scored.score,
             decision: self.thresholds.decide(scored.score),
             model: scored.model.to_string(),
-            cached: false,
+            cached: source == Source::Cache,
         }
     }
 

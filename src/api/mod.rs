@@ -1,10 +1,14 @@
 //! The HTTP API: routes and the OpenAPI document generated from them.
 
+use std::sync::Arc;
+
 use axum::Router;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::middleware::{self, CostFn, RateLimitState, auth};
 use crate::state::AppState;
 
 pub mod health;
@@ -42,14 +46,34 @@ pub fn openapi_json() -> String {
     s
 }
 
-/// Every route, without middleware (see `server::app` for the stack).
+/// Every route. The scoring routes carry their own stack (who is calling, then their limits);
+/// `server::app` wraps everything in the common one.
 pub fn router(state: AppState) -> Router {
+    let single = Router::new().route("/v1/transactions/score", post(score::score));
+    let batch = Router::new().route("/v1/transactions/score-batch", post(score::score_batch));
     Router::new()
-        .route("/v1/transactions/score", post(score::score))
-        .route("/v1/transactions/score-batch", post(score::score_batch))
+        .merge(guarded(single, &state, None))
+        .merge(guarded(batch, &state, Some(middleware::batch_cost)))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .with_state(state)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+}
+
+/// The per-route stack. In request order: authenticate (401), then charge the caller's plan and
+/// the global limit (429); validation happens in the handler, after both. (`route_layer` wraps
+/// what is already there, so the layer added last runs first.)
+fn guarded(routes: Router<AppState>, state: &AppState, cost: Option<CostFn>) -> Router<AppState> {
+    let limits = RateLimitState {
+        limits: Arc::clone(&state.rate_limits),
+        cost,
+        body_limit: state.limits.body_limit_bytes,
+    };
+    routes
+        .route_layer(from_fn_with_state(limits, middleware::rate_limit))
+        .route_layer(from_fn_with_state(
+            Arc::clone(&state.auth),
+            auth::authenticate,
+        ))
 }

@@ -1,15 +1,18 @@
 //! `POST /v1/transactions/score` and `POST /v1/transactions/score-batch`.
 
-use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::json::JsonBody;
+use crate::cache::{ScoreCache, Source};
 use crate::domain::{FieldError, Transaction, ValidTransaction, json_type};
 use crate::error::{ApiError, Problem};
+use crate::middleware::auth::Caller;
 use crate::pipeline::Admit;
 use crate::state::AppState;
 
@@ -105,6 +108,8 @@ pub struct BatchItem {
 )]
 pub async fn score(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Score>, ApiError> {
     let tx = ValidTransaction::from_json(&body, OffsetDateTime::now_utc()).map_err(|errors| {
@@ -113,13 +118,36 @@ pub async fn score(
             errors,
         )
     })?;
-    let outcome = state
-        .pipeline
-        .score(&[tx.features], Admit::TryNow)
-        .await?
-        .pop()
-        .expect("the pipeline answers one outcome per row. This is a bug.")?;
-    Ok(Json(state.score(tx.transaction_id, outcome)))
+    let key = ScoreCache::key(
+        state.pipeline.model().label(),
+        &tx.transaction_id,
+        &tx.features,
+    );
+    let pipeline = &state.pipeline;
+    let compute = async {
+        pipeline
+            .score(&[tx.features], Admit::TryNow)
+            .await?
+            .pop()
+            .expect("the pipeline answers one outcome per row. This is a bug.")
+    };
+    let (scored, source) = state
+        .cache
+        .get_or_score(key, wants_refresh(&headers, &caller), compute)
+        .await?;
+    Ok(Json(state.score(tx.transaction_id, scored, source)))
+}
+
+/// `Cache-Control: no-cache` asks for a fresh score; only plans that allow it get one (others
+/// are served as usual, as API Gateway does).
+fn wants_refresh(headers: &HeaderMap, caller: &Caller) -> bool {
+    caller.may_bypass_cache()
+        && headers
+            .get_all(axum::http::header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|directive| directive.trim().eq_ignore_ascii_case("no-cache"))
 }
 
 /// Score many transactions in one request. An invalid transaction fails only itself: each
@@ -152,8 +180,12 @@ pub async fn score(
 )]
 pub async fn score_batch(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Json<ScoreBatchResponse>, ApiError> {
+    let refresh = wants_refresh(&headers, &caller);
+    let model_version = state.pipeline.model().label().to_owned();
     let items = batch_items(&body, state.limits.max_batch_items)?;
     let received_at = OffsetDateTime::now_utc();
     let mut results: Vec<Option<BatchItem>> = Vec::with_capacity(items.len());
@@ -176,16 +208,31 @@ pub async fn score_batch(
             }
         }
     }
-    let rows: Vec<_> = valid.iter().map(|(_, tx)| tx.features).collect();
+    // Cached scores answer at once; the misses go to the model together.
+    let mut misses = Vec::with_capacity(valid.len());
+    for (index, tx) in valid {
+        let key = ScoreCache::key(&model_version, &tx.transaction_id, &tx.features);
+        let hit = if refresh {
+            None
+        } else {
+            state.cache.get(&key).await
+        };
+        match hit {
+            Some(scored) => {
+                let score = state.score(tx.transaction_id, scored, Source::Cache);
+                results[index] = Some(item_score(index, score));
+            }
+            None => misses.push((index, key, tx)),
+        }
+    }
+    let rows: Vec<_> = misses.iter().map(|(_, _, tx)| tx.features).collect();
     let outcomes = state.pipeline.score(&rows, Admit::TryNow).await?;
-    for ((index, tx), outcome) in valid.into_iter().zip(outcomes) {
+    for ((index, key, tx), outcome) in misses.into_iter().zip(outcomes) {
         results[index] = Some(match outcome {
-            Ok(scored) => BatchItem {
-                index,
-                status: 200,
-                score: Some(state.score(tx.transaction_id, scored)),
-                error: None,
-            },
+            Ok(scored) => {
+                state.cache.insert(key, scored.clone()).await;
+                item_score(index, state.score(tx.transaction_id, scored, Source::Model))
+            }
             Err(e) => item_error(index, &ApiError::from(e)),
         });
     }
@@ -194,6 +241,15 @@ pub async fn score_batch(
         .map(|r| r.expect("every index gets a result. This is a bug."))
         .collect();
     Ok(Json(ScoreBatchResponse { results }))
+}
+
+fn item_score(index: usize, score: Score) -> BatchItem {
+    BatchItem {
+        index,
+        status: 200,
+        score: Some(score),
+        error: None,
+    }
 }
 
 fn item_error(index: usize, error: &ApiError) -> BatchItem {

@@ -72,6 +72,7 @@ fn file_then_env_then_flags() {
             "0.0.0.0:8081",
             "--log-format",
             "json",
+            "--allow-anonymous",
         ]),
         env,
     )
@@ -126,4 +127,53 @@ fn a_missing_file_is_an_error() {
     let err =
         Config::from_sources(&args(&["--config", "/nonexistent/infergate.toml"]), []).unwrap_err();
     assert!(err.to_string().contains("cannot read config file"), "{err}");
+}
+
+#[test]
+fn a_public_bind_without_credentials_refuses_to_start() {
+    let err = Config::from_sources(&args(&["--bind", "0.0.0.0:8080"]), [])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("refusing to serve 0.0.0.0:8080 without credentials"),
+        "{err}"
+    );
+    assert!(err.contains("--allow-anonymous"), "{err}");
+
+    let allowed = Config::from_sources(&args(&["--bind", "0.0.0.0:8080", "--allow-anonymous"]), []);
+    assert!(allowed.unwrap().allow_anonymous);
+
+    let with_key = [(
+        "INFERGATE_AUTH__API_KEYS".to_owned(),
+        "[{name = \"checkout\", key_env = \"CHECKOUT_KEY\", rate = 50}]".to_owned(),
+    )];
+    let config = Config::from_sources(&args(&["--bind", "0.0.0.0:8080"]), with_key).unwrap();
+    assert_eq!(config.auth.api_keys[0].name, "checkout");
+    let plan = config.auth.api_keys[0].plan();
+    assert_eq!(
+        (plan.rate, plan.burst),
+        (50, 50),
+        "burst defaults to the rate"
+    );
+}
+
+#[test]
+fn credential_entries_are_checked() {
+    let file = write_config(
+        "[[auth.api_keys]]\nname = \"a\"\nkey_sha256 = \"abc\"\n\
+         [[auth.api_keys]]\nname = \"a\"\nkey_env = \"K\"\nkey_sha256 = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\n\
+         [[auth.sigv4]]\naccess_key_id = \"AKID\"\nsecret_env = \"\"\nquota_per_day = 0\n",
+    );
+    let err = Config::from_sources(&args(&["--config", file.0.to_str().unwrap()]), [])
+        .unwrap_err()
+        .to_string();
+    for needle in [
+        "`auth.api_keys[0].key_sha256` must be 64 hex digits",
+        "`auth.api_keys[1].name` must be non-empty and unique",
+        "`auth.api_keys[1]` needs exactly one of `key_sha256` and `key_env`",
+        "`auth.sigv4[0].secret_env` must name an environment variable",
+        "`auth.sigv4[0].quota_per_day` must be >= 1",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
 }

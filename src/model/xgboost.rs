@@ -18,6 +18,7 @@
 //! intercept, which is the arithmetic of XGBoost's CPU predictor, so scores
 //! agree with XGBoost's to a few ulps.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io::{Cursor, Read};
 use std::path::Path;
@@ -33,14 +34,14 @@ const MAX_DEPTH: usize = 128;
 const MAX_TREES: usize = 1 << 20;
 const MAX_NODES_PER_TREE: usize = 1 << 24;
 const MAX_TOTAL_NODES: usize = 1 << 27;
-/// Feature indices share their word with the default-direction flag.
+/// Node feature indices address rows of twice this width.
 const MAX_FEATURES: usize = 1 << 30;
 /// Decompressed size allowed for a model inside an archive, so that a small
 /// gzip bomb cannot take the process down.
 const MAX_MEMBER_BYTES: u64 = 1 << 30;
 
 /// Trees walked together for a single row.
-const TREE_LANES: usize = 4;
+const TREE_LANES: usize = 16;
 /// Rows walked together through one tree in a batch.
 const ROW_LANES: usize = 8;
 /// Rows scored tree by tree as one block in a batch: enough to reuse each
@@ -165,55 +166,180 @@ pub enum LoadError {
 
 /// One node of the flattened forest.
 ///
-/// The right child always follows the left one, so a step is an addition
-/// rather than a second load. A leaf keeps its value in `threshold` and has
-/// no flags, so that it "goes left" onto itself and extra steps stay put.
+/// Values are compared as order-preserving integer keys ([`key`]), which
+/// is cheaper than a float comparison on the critical path. `feature`
+/// indexes a row as laid out by [`expand_row`], which also encodes where
+/// the split sends missing values. The right child always follows the left
+/// one, so a step is an addition rather than a second load. A leaf has
+/// threshold 0, below every key, so it always "goes right", and a `left`
+/// one before itself: every step from a leaf lands back on it, and walks of
+/// different lengths can share one loop.
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(16))]
 struct Node {
     feature: u32,
-    threshold: f32,
+    threshold: u32,
     left: u32,
-    /// `INTERNAL`, plus `MISSING_RIGHT` when missing values go right.
-    flags: u32,
+    /// The leaf's value (unused in internal nodes).
+    value: f32,
 }
 
-const INTERNAL: u32 = 1;
-const MISSING_RIGHT: u32 = 2;
+const LEAF_THRESHOLD: u32 = 0;
 
-impl Node {
-    /// The next node for `row`. Branch-free: which way a comparison goes
-    /// is data, and mispredicted branches would cost more than the walk.
-    #[inline(always)]
-    fn next(&self, row: &[f32]) -> u32 {
-        let x = row[self.feature as usize];
-        // For a present value `x >= threshold` and `!(x < threshold)` agree;
-        // they differ only for NaN, which then goes right iff MISSING_RIGHT.
-        let right = ((x >= self.threshold) as u32 & self.flags)
-            | ((!(x < self.threshold)) as u32 & (self.flags >> 1));
-        self.left + right
+/// Maps a non-NaN float to an integer with the same order, so that
+/// `x < t` iff `key(x) < key(t)`. Negative zero is folded onto zero first,
+/// as the float comparison treats them as equal. The smallest key, of -inf,
+/// is 0x007f_ffff: key 0 is never produced.
+#[inline(always)]
+fn key(x: f32) -> u32 {
+    let bits = (x + 0.0).to_bits();
+    if bits & 0x8000_0000 != 0 {
+        !bits
+    } else {
+        bits | 0x8000_0000
     }
 }
 
-/// Walks `N` trees (or one tree `N` times) in lockstep for `depth` steps.
+/// Writes the keys of `row` twice into `out`, at `stride` apart from one
+/// value to the next: first with missing values as -inf, then as +inf. A
+/// split that sends missing values left reads the first copy and one that
+/// sends them right the second, so that a single comparison with the
+/// (finite) threshold routes present and missing values alike.
 #[inline(always)]
-fn descend<const N: usize>(
-    nodes: &[Node],
-    mut at: [u32; N],
-    rows: [&[f32]; N],
-    depth: u32,
-) -> [u32; N] {
-    for _ in 0..depth {
-        for lane in 0..N {
-            at[lane] = nodes[at[lane] as usize].next(rows[lane]);
+fn expand_row(row: &[f32], out: &mut [u32], stride: usize) {
+    let (low, high) = out.split_at_mut(row.len() * stride);
+    for (i, &x) in row.iter().enumerate() {
+        let missing = x.is_nan();
+        low[i * stride] = if missing {
+            key(f32::NEG_INFINITY)
+        } else {
+            key(x)
+        };
+        high[i * stride] = if missing { key(f32::INFINITY) } else { key(x) };
+    }
+}
+
+/// Scratch keys kept on the stack for one row, and for one group of
+/// `ROW_LANES` rows; wider models use a buffer kept per thread.
+const ROW_STACK_KEYS: usize = 256;
+const GROUP_STACK_KEYS: usize = 2048;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` scratch keys, without allocating once a thread has
+/// seen its widest model.
+fn with_scratch<const N: usize, R>(len: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
+    if len <= N {
+        let mut keys = [0u32; N];
+        f(&mut keys[..len])
+    } else {
+        SCRATCH.with(|cell| {
+            let mut keys = cell.borrow_mut();
+            if keys.len() < len {
+                keys.resize(len, 0);
+            }
+            f(&mut keys[..len])
+        })
+    }
+}
+
+/// The flattened trees, together with the invariants that let the walk
+/// skip bounds checks. Only [`Forest::new`] builds one, and it checks them.
+struct Forest {
+    nodes: Vec<Node>,
+    num_features: usize,
+}
+
+impl Forest {
+    /// Accepts `nodes` only if every walk stays in bounds: an internal
+    /// node's two children lie inside `nodes`, a leaf links to itself, and
+    /// every feature read exists in an expanded row (`2 * num_features`
+    /// keys). Leaves read feature 0, which needs at least one feature unless
+    /// nothing is ever walked.
+    fn new(nodes: Vec<Node>, num_features: usize, depths: &[u32]) -> Option<Forest> {
+        let len = nodes.len();
+        let walks = depths.iter().any(|&d| d > 0);
+        let sound = nodes.iter().enumerate().all(|(at, node)| {
+            let feature_ok = (node.feature as usize) < 2 * num_features || !walks;
+            let links_ok = if node.threshold == LEAF_THRESHOLD {
+                node.left.wrapping_add(1) as usize == at
+            } else {
+                (node.left as usize) < len - 1
+            };
+            feature_ok && links_ok
+        });
+        sound.then_some(Forest {
+            nodes,
+            num_features,
+        })
+    }
+
+    /// One step of a walk from node `at`, reading the keys of the row at
+    /// `keys[feature * stride]`.
+    ///
+    /// # Safety
+    ///
+    /// `at` must index `self.nodes`, and `keys` must hold at least
+    /// `(2 * num_features - 1) * stride + 1` keys.
+    #[inline(always)]
+    unsafe fn step(&self, at: u32, keys: &[u32], stride: usize) -> u32 {
+        // SAFETY: the caller keeps `at` inside `nodes`; `Forest::new`
+        // checked that every feature is below `2 * num_features`, which the
+        // caller's `keys` cover (a model without features never steps).
+        let node = unsafe { self.nodes.get_unchecked(at as usize) };
+        let x = unsafe { *keys.get_unchecked(node.feature as usize * stride) };
+        // Left iff x < threshold, as in XGBoost. No branches: which way a
+        // split goes is data, and mispredictions would cost more than the
+        // walk.
+        node.left.wrapping_add((x >= node.threshold) as u32)
+    }
+
+    /// Walks the trees whose roots are in `at` in lockstep for `depth`
+    /// steps, for one expanded row, leaving in `at` the leaves reached.
+    #[inline(always)]
+    fn descend_trees(&self, at: &mut [u32], keys: &[u32], depth: u32) {
+        assert!(keys.len() == 2 * self.num_features);
+        assert!(at.iter().all(|&a| (a as usize) < self.nodes.len()));
+        for _ in 0..depth {
+            for a in at.iter_mut() {
+                // SAFETY: `*a` starts inside `nodes` (checked above) and
+                // `Forest::new` checked that every step from inside lands
+                // inside; `keys` is one expanded row (checked above).
+                *a = unsafe { self.step(*a, keys, 1) };
+            }
         }
     }
-    at
+
+    /// Walks one tree in lockstep for `ROW_LANES` rows whose expanded keys
+    /// are interleaved (`keys[feature * ROW_LANES + lane]`), and returns the
+    /// leaves reached.
+    #[inline(always)]
+    fn descend_rows(&self, root: u32, keys: &[u32], depth: u32) -> [u32; ROW_LANES] {
+        assert!(keys.len() == 2 * self.num_features * ROW_LANES);
+        assert!((root as usize) < self.nodes.len());
+        let mut at = [root; ROW_LANES];
+        for _ in 0..depth {
+            for (lane, a) in at.iter_mut().enumerate() {
+                // SAFETY: as in `descend_trees`; lane `lane`'s keys start at
+                // `keys[lane]`, and the interleaved block covers every feature.
+                *a = unsafe { self.step(*a, keys.get_unchecked(lane..), ROW_LANES) };
+            }
+        }
+        at
+    }
+
+    /// The value of the leaf a walk ended on.
+    #[inline(always)]
+    fn value(&self, at: u32) -> f32 {
+        self.nodes[at as usize].value
+    }
 }
 
 /// A loaded, validated `gbtree` model; immutable and cheap to share.
 pub struct XgbModel {
-    nodes: Vec<Node>,
+    forest: Forest,
     /// Index of each tree's root in `nodes`, in boosting order.
     roots: Vec<u32>,
     /// Steps from each tree's root to its deepest leaf.
@@ -233,7 +359,7 @@ impl fmt::Debug for XgbModel {
             .field("objective", &self.objective.name())
             .field("num_features", &self.num_features)
             .field("num_trees", &self.roots.len())
-            .field("num_nodes", &self.nodes.len())
+            .field("num_nodes", &self.forest.nodes.len())
             .field("max_depth", &self.depths.iter().max().copied().unwrap_or(0))
             .field("base_score", &self.base_score)
             .finish_non_exhaustive()
@@ -294,7 +420,11 @@ impl XgbModel {
             row.len(),
             self.num_features
         );
-        self.objective.transform(self.margin(row))
+        let margin = with_scratch::<ROW_STACK_KEYS, _>(2 * row.len(), |keys| {
+            expand_row(row, keys, 1);
+            self.margin(keys)
+        });
+        self.objective.transform(margin)
     }
 
     /// Scores rows laid out one after another in `rows` into `out`, one score
@@ -318,61 +448,68 @@ impl XgbModel {
             out.fill(self.objective.transform(self.margin(&[])));
             return;
         }
-        for (block, scores) in rows
-            .chunks(BLOCK_ROWS * width)
-            .zip(out.chunks_mut(BLOCK_ROWS))
-        {
-            self.block_margins(block, scores);
-            for score in scores.iter_mut() {
-                *score = self.objective.transform(*score);
+        let group_keys = 2 * width * ROW_LANES;
+        let blocks = BLOCK_ROWS.div_ceil(ROW_LANES);
+        with_scratch::<GROUP_STACK_KEYS, _>(group_keys * blocks, |keys| {
+            for (block, scores) in rows
+                .chunks(BLOCK_ROWS * width)
+                .zip(out.chunks_mut(BLOCK_ROWS))
+            {
+                let n = scores.len();
+                let groups = n.div_ceil(ROW_LANES);
+                let keys = &mut keys[..groups * group_keys];
+                for (g, group) in keys.chunks_exact_mut(group_keys).enumerate() {
+                    for lane in 0..ROW_LANES {
+                        // A last, partial group repeats its last row; those
+                        // lanes' scores are dropped.
+                        let r = (g * ROW_LANES + lane).min(n - 1);
+                        expand_row(
+                            &block[r * width..(r + 1) * width],
+                            &mut group[lane..],
+                            ROW_LANES,
+                        );
+                    }
+                }
+                self.block_margins(keys, scores);
+                for score in scores.iter_mut() {
+                    *score = self.objective.transform(*score);
+                }
             }
-        }
+        });
     }
 
-    fn margin(&self, row: &[f32]) -> f32 {
-        let nodes = &self.nodes[..];
+    /// The margin of one row expanded by [`expand_row`].
+    fn margin(&self, keys: &[u32]) -> f32 {
+        let forest = &self.forest;
         let mut margin = self.base_margin;
-        let roots = self.roots.chunks_exact(TREE_LANES);
-        let rest = roots.remainder();
-        for (group, &depth) in roots.zip(&self.group_depths) {
-            let start: [u32; TREE_LANES] = group.try_into().expect("exact chunk");
-            let leaves = descend(nodes, start, [row; TREE_LANES], depth);
+        let mut at = [0u32; TREE_LANES];
+        for (roots, &depth) in self.roots.chunks(TREE_LANES).zip(&self.group_depths) {
+            let at = &mut at[..roots.len()];
+            at.copy_from_slice(roots);
+            forest.descend_trees(at, keys, depth);
             // Added one at a time, in tree order, to match XGBoost's sums.
-            for leaf in leaves {
-                margin += nodes[leaf as usize].threshold;
+            for &leaf in at.iter() {
+                margin += forest.value(leaf);
             }
-        }
-        let first_rest = self.roots.len() - rest.len();
-        for (&root, &depth) in rest.iter().zip(&self.depths[first_rest..]) {
-            let [leaf] = descend(nodes, [root], [row], depth);
-            margin += nodes[leaf as usize].threshold;
         }
         margin
     }
 
-    /// Margins of up to `BLOCK_ROWS` rows, tree by tree.
-    fn block_margins(&self, block: &[f32], margins: &mut [f32]) {
-        let nodes = &self.nodes[..];
-        let width = self.num_features;
+    /// Margins of up to `BLOCK_ROWS` rows, tree by tree, from groups of
+    /// `ROW_LANES` interleaved expanded rows.
+    fn block_margins(&self, keys: &[u32], margins: &mut [f32]) {
+        let forest = &self.forest;
+        let group_keys = 2 * self.num_features * ROW_LANES;
         margins.fill(self.base_margin);
         for (&root, &depth) in self.roots.iter().zip(&self.depths) {
-            let mut lanes = block.chunks_exact(ROW_LANES * width);
-            let mut sums = margins.chunks_exact_mut(ROW_LANES);
-            for (rows, sums) in (&mut lanes).zip(&mut sums) {
-                let rows: [&[f32]; ROW_LANES] =
-                    std::array::from_fn(|lane| &rows[lane * width..(lane + 1) * width]);
-                let leaves = descend(nodes, [root; ROW_LANES], rows, depth);
-                for (sum, leaf) in sums.iter_mut().zip(leaves) {
-                    *sum += nodes[leaf as usize].threshold;
-                }
-            }
-            for (row, sum) in lanes
-                .remainder()
-                .chunks_exact(width)
-                .zip(sums.into_remainder())
+            for (group, sums) in keys
+                .chunks_exact(group_keys)
+                .zip(margins.chunks_mut(ROW_LANES))
             {
-                let [leaf] = descend(nodes, [root], [row], depth);
-                *sum += nodes[leaf as usize].threshold;
+                let leaves = forest.descend_rows(root, group, depth);
+                for (sum, leaf) in sums.iter_mut().zip(leaves) {
+                    *sum += forest.value(leaf);
+                }
             }
         }
     }
@@ -876,13 +1013,16 @@ fn build(raw: RawDocument) -> Result<XgbModel, LoadError> {
         depths.push(depth);
     }
     let group_depths = depths
-        .chunks_exact(TREE_LANES)
+        .chunks(TREE_LANES)
         .map(|group| group.iter().copied().max().unwrap_or(0))
         .collect();
     let mut nodes = flat.nodes;
     nodes.shrink_to_fit();
+    let forest = Forest::new(nodes, num_features, &depths).ok_or_else(|| {
+        LoadError::Invalid("the flattened trees failed their consistency check".into())
+    })?;
     Ok(XgbModel {
-        nodes,
+        forest,
         roots,
         depths,
         group_depths,
@@ -1000,9 +1140,9 @@ impl Flattener {
                 depth = depth.max(level);
                 self.nodes.push(Node {
                     feature: 0,
-                    threshold: value,
-                    left: here,
-                    flags: 0,
+                    threshold: LEAF_THRESHOLD,
+                    left: here.wrapping_sub(1),
+                    value,
                 });
                 continue;
             }
@@ -1016,8 +1156,11 @@ impl Flattener {
                 )
                 .into());
             }
-            if value.is_nan() {
-                return Err(format!("node {id} has a NaN split condition").into());
+            // Missing values are routed by comparing an infinity with the
+            // threshold, which needs a finite one; XGBoost only writes finite
+            // split conditions.
+            if !value.is_finite() {
+                return Err(format!("node {id} has the non-finite split condition {value}").into());
             }
             let mut children = [0u32; 2];
             for (slot, child) in children
@@ -1042,17 +1185,17 @@ impl Flattener {
                 self.queue.push((child, level + 1));
                 *slot = position;
             }
-            let missing = if tree.default_left[id].0 {
+            let missing_right = if tree.default_left[id].0 {
                 0
             } else {
-                MISSING_RIGHT
+                num_features
             };
             self.nodes.push(Node {
-                feature: feature as u32,
-                threshold: value,
-                left: children[0],
+                feature: (feature as usize + missing_right) as u32,
+                threshold: key(value),
                 // children[1] == children[0] + 1: both were queued together.
-                flags: INTERNAL | missing,
+                left: children[0],
+                value: 0.0,
             });
         }
         Ok((base as u32, depth as u32))

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use infergate::domain::FeatureRow;
+use infergate::middleware::auth::Auth;
 use infergate::model::{Model, ModelError, PredictFuture};
 use infergate::{Config, Gateway};
 use serde_json::{Value, json};
@@ -82,8 +83,19 @@ pub async fn spawn_app(config: Config) -> TestApp {
 
 /// The gateway in front of `model`.
 pub async fn spawn_app_with(config: Config, model: Arc<dyn Model>) -> TestApp {
+    spawn_app_env(config, model, &[]).await
+}
+
+/// The gateway in front of `model`, its secrets read from `env` instead of the process's.
+pub async fn spawn_app_env(config: Config, model: Arc<dyn Model>, env: &[(&str, &str)]) -> TestApp {
     infergate::telemetry::prometheus();
-    serve(Gateway::with_model(&config, model)).await
+    let env: std::collections::HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let auth =
+        Auth::from_config(&config, |name| env.get(name).cloned()).expect("credentials resolve");
+    serve(Gateway::with_model(&config, model, auth)).await
 }
 
 async fn serve(gateway: Gateway) -> TestApp {

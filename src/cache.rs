@@ -1,0 +1,167 @@
+//! The response cache: scores by request, for `cache.ttl_s`, so that a retried transaction or a
+//! redelivered stream record is not scored twice, and concurrent identical requests share one
+//! model call.
+//!
+//! The key is a SHA-256 over the model's version, the transaction id and the features the model
+//! sees: everything the score depends on, and nothing it does not (two requests that differ
+//! only in, say, `currency` get the same score, so they may share it). Freshness is judged on
+//! tokio's clock, so tests can pause and advance time; moka's own TTL, on the real clock, only
+//! reclaims memory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+use moka::notification::RemovalCause;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use crate::config::CacheConfig;
+use crate::domain::FeatureRow;
+use crate::pipeline::{ScoreError, Scored};
+
+/// Identifies one scoring request.
+pub type CacheKey = [u8; 32];
+
+#[derive(Debug, Clone)]
+struct Entry {
+    scored: Scored,
+    stored_at: Instant,
+}
+
+/// Where a score came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Computed for this request.
+    Model,
+    /// Served from the cache, or from a concurrent identical request's model call.
+    Cache,
+}
+
+#[derive(Clone)]
+pub struct ScoreCache {
+    entries: Option<Cache<CacheKey, Entry>>,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for ScoreCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScoreCache")
+            .field("enabled", &self.entries.is_some())
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl ScoreCache {
+    pub fn new(config: &CacheConfig) -> Self {
+        let ttl = Duration::from_secs(config.ttl_s);
+        let entries = (config.max_entries > 0 && !ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(config.max_entries)
+                .time_to_live(ttl)
+                .eviction_listener(|_key, _value, cause| {
+                    let cause = match cause {
+                        RemovalCause::Expired => "expired",
+                        RemovalCause::Size => "size",
+                        RemovalCause::Explicit | RemovalCause::Replaced => return,
+                    };
+                    metrics::counter!("infergate_cache_evictions_total", "cause" => cause)
+                        .increment(1);
+                })
+                .build()
+        });
+        Self { entries, ttl }
+    }
+
+    pub fn key(model_version: &str, transaction_id: &str, features: &FeatureRow) -> CacheKey {
+        let mut hasher = Sha256::new();
+        // Length prefixes keep ("ab", "c") and ("a", "bc") apart.
+        for part in [model_version.as_bytes(), transaction_id.as_bytes()] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        for value in features.0 {
+            hasher.update(value.to_bits().to_le_bytes());
+        }
+        hasher.finalize().into()
+    }
+
+    /// A fresh cached score.
+    pub async fn get(&self, key: &CacheKey) -> Option<Scored> {
+        let entries = self.entries.as_ref()?;
+        let found = entries.get(key).await;
+        let scored = match found {
+            Some(entry) if entry.stored_at.elapsed() < self.ttl => Some(entry.scored),
+            Some(_) => {
+                entries.invalidate(key).await;
+                None
+            }
+            None => None,
+        };
+        count(scored.is_some());
+        scored
+    }
+
+    pub async fn insert(&self, key: CacheKey, scored: Scored) {
+        if let Some(entries) = &self.entries {
+            let entry = Entry {
+                scored,
+                stored_at: Instant::now(),
+            };
+            entries.insert(key, entry).await;
+        }
+    }
+
+    /// The cached score, or the one `score` computes; concurrent calls for the same key wait for
+    /// one computation. With `refresh`, the cache is not read (but is written). Errors are never
+    /// cached.
+    pub async fn get_or_score<F>(
+        &self,
+        key: CacheKey,
+        refresh: bool,
+        score: F,
+    ) -> Result<(Scored, Source), ScoreError>
+    where
+        F: Future<Output = Result<Scored, ScoreError>>,
+    {
+        let Some(entries) = &self.entries else {
+            return score.await.map(|s| (s, Source::Model));
+        };
+        if refresh {
+            let scored = score.await?;
+            self.insert(key, scored.clone()).await;
+            return Ok((scored, Source::Model));
+        }
+        if let Some(entry) = entries.get(&key).await
+            && entry.stored_at.elapsed() >= self.ttl
+        {
+            entries.invalidate(&key).await;
+        }
+        let entry = entries
+            .entry(key)
+            .or_try_insert_with(async {
+                score.await.map(|scored| Entry {
+                    scored,
+                    stored_at: Instant::now(),
+                })
+            })
+            .await
+            .map_err(|e: Arc<ScoreError>| (*e).clone())?;
+        let source = if entry.is_fresh() {
+            Source::Model
+        } else {
+            Source::Cache
+        };
+        count(source == Source::Cache);
+        Ok((entry.into_value().scored, source))
+    }
+}
+
+fn count(hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    metrics::counter!("infergate_cache_requests_total", "result" => result).increment(1);
+}
+
+#[cfg(test)]
+mod tests;

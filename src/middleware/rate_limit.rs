@@ -1,0 +1,309 @@
+//! Usage plans: a token bucket per caller (governor), an optional daily quota per caller, and a
+//! global bucket protecting the model that every caller shares, the stream consumer included.
+//!
+//! A caller's own bucket is checked first, so a caller flooding past its plan is turned away
+//! before it can spend the global tokens other callers need.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::{HeaderMap, HeaderValue};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+
+use crate::config::{Config, Plan};
+
+type Bucket<C> = RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>;
+
+/// Which limit turned a request away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Caller,
+    Quota,
+    Global,
+}
+
+impl Scope {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Caller => "caller",
+            Self::Quota => "quota",
+            Self::Global => "global",
+        }
+    }
+}
+
+/// The state of the limit a caller is closest to, for the `RateLimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateInfo {
+    /// Tokens the bucket holds when full (or the daily quota).
+    pub limit: u64,
+    pub remaining: u64,
+    /// Seconds until the bucket is full again (or the quota resets).
+    pub reset_secs: u64,
+}
+
+impl RateInfo {
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        headers.insert("ratelimit-limit", HeaderValue::from(self.limit));
+        headers.insert("ratelimit-remaining", HeaderValue::from(self.remaining));
+        headers.insert("ratelimit-reset", HeaderValue::from(self.reset_secs));
+    }
+}
+
+/// A request turned away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimited {
+    pub scope: Scope,
+    /// Seconds until the request could succeed; `None` when it never can (a batch larger than
+    /// the bucket).
+    pub retry_after_secs: Option<u64>,
+    pub info: RateInfo,
+    pub detail: String,
+}
+
+/// One caller's limits.
+struct CallerLimits<C: Clock + Clone> {
+    bucket: Option<Bucket<C>>,
+    plan: Plan,
+    quota: Option<Mutex<DayCount>>,
+}
+
+#[derive(Debug, Default)]
+struct DayCount {
+    day: u64,
+    used: u64,
+}
+
+/// Every configured limit.
+pub struct RateLimits<C: Clock + Clone = DefaultClock> {
+    callers: HashMap<Arc<str>, CallerLimits<C>>,
+    global: Option<(Bucket<C>, u32, u32)>,
+    clock: C,
+}
+
+impl<C: Clock + Clone> std::fmt::Debug for RateLimits<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimits")
+            .field("callers", &self.callers.len())
+            .field(
+                "global",
+                &self.global.as_ref().map(|(_, rps, burst)| (rps, burst)),
+            )
+            .finish()
+    }
+}
+
+impl RateLimits<DefaultClock> {
+    pub fn from_config(config: &Config) -> Self {
+        Self::with_clock(config, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> RateLimits<C> {
+    pub fn with_clock(config: &Config, clock: C) -> Self {
+        let mut callers = HashMap::new();
+        let plans = config
+            .auth
+            .api_keys
+            .iter()
+            .map(|k| (k.name.as_str(), k.plan()))
+            .chain(config.auth.sigv4.iter().map(|k| (k.name(), k.plan())));
+        for (name, plan) in plans {
+            let limits = CallerLimits {
+                bucket: bucket(plan.rate, plan.burst, &clock),
+                plan,
+                quota: plan.quota_per_day.map(|_| Mutex::new(DayCount::default())),
+            };
+            callers.insert(Arc::from(name), limits);
+        }
+        let l = &config.limits;
+        let global_burst = if l.global_burst == 0 {
+            l.global_rps
+        } else {
+            l.global_burst
+        };
+        let global =
+            bucket(l.global_rps, global_burst, &clock).map(|b| (b, l.global_rps, global_burst));
+        Self {
+            callers,
+            global,
+            clock,
+        }
+    }
+
+    /// Charges `cost` tokens (one per transaction) to `caller` (`None`: anonymous, only the
+    /// global limit applies). On success, returns the caller's own limit state for headers.
+    pub fn check(
+        &self,
+        caller: Option<&str>,
+        cost: u32,
+        now: SystemTime,
+    ) -> Result<Option<RateInfo>, RateLimited> {
+        let cost = NonZeroU32::new(cost.max(1)).expect("max(1) is non-zero");
+        let mut info = None;
+        if let Some(limits) = caller.and_then(|name| self.callers.get(name)) {
+            if let Some(bucket) = &limits.bucket {
+                info = Some(self.take(
+                    bucket,
+                    cost,
+                    limits.plan.rate,
+                    limits.plan.burst,
+                    Scope::Caller,
+                )?);
+            }
+            if let (Some(quota), Some(per_day)) = (&limits.quota, limits.plan.quota_per_day) {
+                let quota_info = take_quota(quota, per_day, u64::from(cost.get()), now)?;
+                if info.is_none_or(|i: RateInfo| quota_info.remaining < i.remaining) {
+                    info = Some(quota_info);
+                }
+            }
+        }
+        if let Some((bucket, rps, burst)) = &self.global {
+            self.take(bucket, cost, *rps, *burst, Scope::Global)?;
+        }
+        Ok(info)
+    }
+
+    /// Waits until the global limit admits `cost` tokens (for the stream consumer, which must
+    /// slow down rather than be turned away).
+    pub async fn wait_global(&self, cost: u32) {
+        let Some((bucket, ..)) = &self.global else {
+            return;
+        };
+        let cost = NonZeroU32::new(cost.max(1)).expect("max(1) is non-zero");
+        loop {
+            match bucket.check_n(cost) {
+                Ok(Ok(_)) | Err(_) => return,
+                Ok(Err(not_until)) => {
+                    tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+                }
+            }
+        }
+    }
+
+    fn take(
+        &self,
+        bucket: &Bucket<C>,
+        cost: NonZeroU32,
+        rate: u32,
+        burst: u32,
+        scope: Scope,
+    ) -> Result<RateInfo, RateLimited> {
+        let limit = u64::from(burst);
+        let full_in = |remaining: u64| {
+            let missing = limit.saturating_sub(remaining);
+            missing.div_ceil(u64::from(rate.max(1)))
+        };
+        match bucket.check_n(cost) {
+            Ok(Ok(snapshot)) => {
+                let remaining = u64::from(snapshot.remaining_burst_capacity());
+                Ok(RateInfo {
+                    limit,
+                    remaining,
+                    reset_secs: full_in(remaining),
+                })
+            }
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                let retry = ceil_secs(wait);
+                Err(RateLimited {
+                    scope,
+                    retry_after_secs: Some(retry),
+                    info: RateInfo {
+                        limit,
+                        remaining: 0,
+                        reset_secs: full_in(0).max(retry),
+                    },
+                    detail: format!(
+                        "{} rate limit of {rate} per second (burst {burst}) exceeded; retry in {retry} s",
+                        scope_name(scope)
+                    ),
+                })
+            }
+            Err(_) => Err(RateLimited {
+                scope,
+                retry_after_secs: None,
+                info: RateInfo {
+                    limit,
+                    remaining: 0,
+                    reset_secs: full_in(0),
+                },
+                detail: format!(
+                    "this request costs {} tokens (one per transaction), more than the {} burst of {burst}; split it",
+                    cost.get(),
+                    scope_name(scope)
+                ),
+            }),
+        }
+    }
+}
+
+fn scope_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Caller => "the caller's",
+        Scope::Quota => "the caller's daily",
+        Scope::Global => "the gateway's global",
+    }
+}
+
+fn bucket<C: Clock + Clone>(rate: u32, burst: u32, clock: &C) -> Option<Bucket<C>> {
+    let rate = NonZeroU32::new(rate)?;
+    let burst = NonZeroU32::new(burst).unwrap_or(rate);
+    let quota = Quota::per_second(rate).allow_burst(burst);
+    Some(RateLimiter::direct_with_clock(quota, clock.clone()).with_middleware())
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    let secs = d.as_secs();
+    if d.subsec_nanos() > 0 {
+        secs + 1
+    } else {
+        secs.max(1)
+    }
+}
+
+const DAY_SECS: u64 = 86_400;
+
+fn take_quota(
+    quota: &Mutex<DayCount>,
+    per_day: u64,
+    cost: u64,
+    now: SystemTime,
+) -> Result<RateInfo, RateLimited> {
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let day = secs / DAY_SECS;
+    let reset_secs = DAY_SECS - secs % DAY_SECS;
+    // A poisoned lock only means another request panicked mid-update; the count is still usable.
+    let mut count = quota.lock().unwrap_or_else(|e| e.into_inner());
+    if count.day != day {
+        *count = DayCount { day, used: 0 };
+    }
+    if count.used + cost > per_day {
+        return Err(RateLimited {
+            scope: Scope::Quota,
+            retry_after_secs: Some(reset_secs),
+            info: RateInfo {
+                limit: per_day,
+                remaining: per_day - count.used.min(per_day),
+                reset_secs,
+            },
+            detail: format!(
+                "the caller's daily quota of {per_day} transactions is used up; it resets at 00:00 UTC, in {reset_secs} s"
+            ),
+        });
+    }
+    count.used += cost;
+    Ok(RateInfo {
+        limit: per_day,
+        remaining: per_day - count.used,
+        reset_secs,
+    })
+}
+
+#[cfg(test)]
+mod tests;
