@@ -82,4 +82,25 @@ fn describe() {
         "Queued rows dropped before a model call, by reason (caller_gone, deadline)"
     );
     describe_counter!("infergate_model_errors_total", "Failed model calls");
+    describe_counter!(
+        "infergate_model_calls_total",
+        "Model calls (batches), by model"
+    );
+    describe_counter!(
+        "infergate_cache_requests_total",
+        "Response cache look-ups, by result (hit, miss)"
+    );
+    describe_counter!(
+        "infergate_cache_evictions_total",
+        "Cache entries evicted, by cause (expired, size)"
+    );
+    describe_counter!("infergate_auth_failures_total", "Requests refused with 401");
+    describe_counter!(
+        "infergate_sigv4_refused_total",
+        "SigV4 signatures refused, by reason"
+    );
+    describe_counter!(
+        "infergate_rate_limited_total",
+        "Requests refused with 429, by caller name and scope (caller, quota, global)"
+    );
 }

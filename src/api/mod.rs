@@ -5,7 +5,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
-use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::middleware::{self, CostFn, RateLimitState, auth};
@@ -33,9 +34,38 @@ pub mod score;
     tags(
         (name = "scoring", description = "Score card transactions"),
         (name = "operations", description = "Health and metrics"),
-    )
+    ),
+    modifiers(&SecuritySchemes)
 )]
 pub struct ApiDoc;
+
+/// The two ways callers authenticate. (With no credentials configured, a loopback gateway
+/// serves anonymous callers.)
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-api-key",
+                "An API key configured in `[[auth.api_keys]]`; its usage plan applies.",
+            ))),
+        );
+        components.add_security_scheme(
+            "sigv4",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "AWS Signature Version 4 (`AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., \
+                 Signature=...` with `X-Amz-Date`), as the AWS SDKs and botocore sign requests, \
+                 for any region and service name, by an access key configured in \
+                 `[[auth.sigv4]]`. The body is covered by the signature; `X-Amz-Date` may be at \
+                 most 5 minutes off.",
+            ))),
+        );
+    }
+}
 
 /// The OpenAPI document as pretty JSON, exactly as committed in `openapi/openapi.json`.
 pub fn openapi_json() -> String {

@@ -83,10 +83,21 @@ pub struct BatchItem {
     path = "/v1/transactions/score",
     tag = "scoring",
     request_body(content = Transaction, content_type = "application/json"),
+    security(("api_key" = []), ("sigv4" = [])),
     responses(
-        (status = 200, description = "Scored", body = Score),
+        (status = 200, description = "Scored", body = Score, headers(
+                ("RateLimit-Limit" = u64, description = "The caller's bucket size (or daily quota, whichever is closer to running out); absent for unlimited callers"),
+                ("RateLimit-Remaining" = u64, description = "Tokens left"),
+                ("RateLimit-Reset" = u64, description = "Seconds until the bucket is full again (or the quota resets)"),
+            )),
         (status = 400, description = "Invalid input; `errors` lists every field problem",
             body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown credentials (`x-api-key` or a SigV4 signature)",
+            body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "The accepted schemes")),
+            example = json!({"type": "urn:infergate:problem:unauthorized", "title": "Unauthorized", "status": 401,
+                "detail": "credentials are required: an `x-api-key` header or a SigV4 `Authorization` header"})),
+
         (status = 413, description = "Body over `limits.body_limit_bytes`",
             body = Problem, content_type = "application/problem+json",
             example = json!({"type": "urn:infergate:problem:payload_too_large", "title": "Payload too large", "status": 413,
@@ -95,6 +106,17 @@ pub struct BatchItem {
             body = Problem, content_type = "application/problem+json",
             example = json!({"type": "urn:infergate:problem:unsupported_media_type", "title": "Unsupported media type", "status": 415,
                 "detail": "the body must be `application/json`. Given content type: \"text/plain\""})),
+        (status = 429, description = "The caller's rate limit or daily quota, or the global limit, is exhausted",
+            body = Problem, content_type = "application/problem+json",
+            headers(
+                ("Retry-After" = u64, description = "Seconds until the request can succeed (absent when it never can: a batch larger than the burst)"),
+                ("RateLimit-Limit" = u64, description = "Tokens the exhausted bucket holds when full (or the daily quota)"),
+                ("RateLimit-Remaining" = u64, description = "Tokens left"),
+                ("RateLimit-Reset" = u64, description = "Seconds until the bucket is full again (or the quota resets)"),
+            ),
+            example = json!({"type": "urn:infergate:problem:rate_limited", "title": "Rate limited", "status": 429,
+                "detail": "the caller's rate limit of 100 per second (burst 200) exceeded; retry in 1 s"})),
+
         (status = 503, description = "Queue full or model unavailable; retry after `Retry-After` seconds",
             body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying")),
@@ -157,8 +179,14 @@ fn wants_refresh(headers: &HeaderMap, caller: &Caller) -> bool {
     path = "/v1/transactions/score-batch",
     tag = "scoring",
     request_body(content = ScoreBatchRequest, content_type = "application/json"),
+    security(("api_key" = []), ("sigv4" = [])),
     responses(
         (status = 200, description = "One result per transaction, in order", body = ScoreBatchResponse,
+            headers(
+                ("RateLimit-Limit" = u64, description = "The caller's bucket size (or daily quota, whichever is closer to running out); absent for unlimited callers"),
+                ("RateLimit-Remaining" = u64, description = "Tokens left"),
+                ("RateLimit-Reset" = u64, description = "Seconds until the bucket is full again (or the quota resets)"),
+            ),
             example = json!({"results": [
                 {"index": 0, "status": 200, "score": {"transaction_id": "tx-1", "fraud_score": 0.004,
                     "decision": "approve", "model": "fraud-xgb@3be5a2c1f09e", "cached": false}},
@@ -169,10 +197,24 @@ fn wants_refresh(headers: &HeaderMap, caller: &Caller) -> bool {
             ]})),
         (status = 400, description = "The request itself is invalid (not an object, no `transactions`, too many)",
             body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown credentials (`x-api-key` or a SigV4 signature)",
+            body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "The accepted schemes"))
+        ),
+
         (status = 413, description = "Body over `limits.body_limit_bytes`",
             body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content type is not JSON",
             body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The caller's rate limit or daily quota, or the global limit, is exhausted",
+            body = Problem, content_type = "application/problem+json",
+            headers(
+                ("Retry-After" = u64, description = "Seconds until the request can succeed (absent when it never can: a batch larger than the burst)"),
+                ("RateLimit-Limit" = u64, description = "Tokens the exhausted bucket holds when full (or the daily quota)"),
+                ("RateLimit-Remaining" = u64, description = "Tokens left"),
+                ("RateLimit-Reset" = u64, description = "Seconds until the bucket is full again (or the quota resets)"),
+            )
+        ),
         (status = 503, description = "The batch does not fit in the queue; retry after `Retry-After` seconds",
             body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),

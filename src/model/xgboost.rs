@@ -296,10 +296,16 @@ impl Forest {
         node.left.wrapping_add((x >= node.threshold) as u32)
     }
 
-    /// Walks the trees whose roots are in `at` in lockstep for `depth`
-    /// steps, for one expanded row, leaving in `at` the leaves reached.
+    /// Walks `N` trees in lockstep for `depth` steps from the roots in
+    /// `at`, for one expanded row, and returns the leaves reached. A fixed
+    /// number of walks lets them all live in registers.
     #[inline(always)]
-    fn descend_trees(&self, at: &mut [u32], keys: &[u32], depth: u32) {
+    fn descend_trees<const N: usize>(
+        &self,
+        mut at: [u32; N],
+        keys: &[u32],
+        depth: u32,
+    ) -> [u32; N] {
         assert!(keys.len() == 2 * self.num_features);
         assert!(at.iter().all(|&a| (a as usize) < self.nodes.len()));
         for _ in 0..depth {
@@ -310,6 +316,7 @@ impl Forest {
                 *a = unsafe { self.step(*a, keys, 1) };
             }
         }
+        at
     }
 
     /// Walks one tree in lockstep for `ROW_LANES` rows whose expanded keys
@@ -328,6 +335,11 @@ impl Forest {
             }
         }
         at
+    }
+
+    /// A leaf that belongs to no tree, for lanes without a tree to walk.
+    fn padding(&self) -> u32 {
+        (self.nodes.len() - 1) as u32
     }
 
     /// The value of the leaf a walk ended on.
@@ -482,13 +494,14 @@ impl XgbModel {
     fn margin(&self, keys: &[u32]) -> f32 {
         let forest = &self.forest;
         let mut margin = self.base_margin;
-        let mut at = [0u32; TREE_LANES];
         for (roots, &depth) in self.roots.chunks(TREE_LANES).zip(&self.group_depths) {
-            let at = &mut at[..roots.len()];
-            at.copy_from_slice(roots);
-            forest.descend_trees(at, keys, depth);
+            // A last, partial group fills its spare lanes with the padding
+            // leaf, which every step leaves in place.
+            let mut start = [forest.padding(); TREE_LANES];
+            start[..roots.len()].copy_from_slice(roots);
+            let leaves = forest.descend_trees(start, keys, depth);
             // Added one at a time, in tree order, to match XGBoost's sums.
-            for &leaf in at.iter() {
+            for &leaf in &leaves[..roots.len()] {
                 margin += forest.value(leaf);
             }
         }
@@ -1017,6 +1030,13 @@ fn build(raw: RawDocument) -> Result<XgbModel, LoadError> {
         .map(|group| group.iter().copied().max().unwrap_or(0))
         .collect();
     let mut nodes = flat.nodes;
+    // The padding leaf of `Forest::padding`.
+    nodes.push(Node {
+        feature: 0,
+        threshold: LEAF_THRESHOLD,
+        left: (nodes.len() as u32).wrapping_sub(1),
+        value: 0.0,
+    });
     nodes.shrink_to_fit();
     let forest = Forest::new(nodes, num_features, &depths).ok_or_else(|| {
         LoadError::Invalid("the flattened trees failed their consistency check".into())

@@ -108,6 +108,8 @@ async fn run_batch(model: Arc<dyn Model>, batch: Vec<Entry>) {
     }
     metrics::histogram!("infergate_batch_rows").record(batch.len() as f64);
     let rows: Vec<FeatureRow> = batch.iter().map(|e| e.row).collect();
+    metrics::counter!("infergate_model_calls_total", "model" => model.label().to_owned())
+        .increment(1);
     let result = model.predict(&rows).await;
     metrics::histogram!("infergate_model_duration_seconds").record(started.elapsed().as_secs_f64());
     let outcome = match result {

@@ -154,6 +154,23 @@ pub struct TestModel {
     pub delay: Duration,
     pub gate: Option<Arc<Semaphore>>,
     pub calls: Mutex<usize>,
+    /// Calls that fail before the model answers.
+    pub fail_first: Mutex<usize>,
+    /// Distinguishes this model's metrics from other tests' in the same process.
+    pub label: String,
+}
+
+impl TestModel {
+    pub fn labelled(label: &str) -> Self {
+        Self {
+            label: format!("{label}@1"),
+            ..Self::default()
+        }
+    }
+
+    pub fn calls(&self) -> usize {
+        *self.calls.lock().unwrap()
+    }
 }
 
 impl Model for TestModel {
@@ -167,12 +184,23 @@ impl Model for TestModel {
                     .forget();
             }
             tokio::time::sleep(self.delay).await;
+            {
+                let mut fail = self.fail_first.lock().unwrap();
+                if *fail > 0 {
+                    *fail -= 1;
+                    return Err(ModelError::Unavailable("the test model fails".into()));
+                }
+            }
             Ok(vec![0.5; rows.len()])
         })
     }
 
     fn label(&self) -> &str {
-        "test-model@1"
+        if self.label.is_empty() {
+            "test-model@1"
+        } else {
+            &self.label
+        }
     }
 
     fn ready(&self) -> bool {
@@ -200,4 +228,13 @@ pub async fn assert_problem(response: reqwest::Response, status: u16, kind: &str
         "{body}"
     );
     body
+}
+
+/// The value of a Prometheus sample line starting with `series` in `/metrics`.
+pub async fn metric(app: &TestApp, series: &str) -> Option<f64> {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find(|line| line.starts_with(series))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
