@@ -113,8 +113,8 @@ pub struct ApiError {
     pub detail: String,
     pub errors: Vec<FieldError>,
     /// Headers the error carries besides the defaults (rate-limit state, a computed
-    /// `Retry-After`).
-    pub headers: HeaderMap,
+    /// `Retry-After`). Boxed: errors travel in `Result`s on hot paths, so they stay small.
+    pub headers: Box<HeaderMap>,
 }
 
 impl ApiError {
@@ -123,7 +123,7 @@ impl ApiError {
             kind,
             detail: detail.into(),
             errors: Vec::new(),
-            headers: HeaderMap::new(),
+            headers: Box::default(),
         }
     }
 
@@ -172,7 +172,7 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("ApiKey header=\"x-api-key\", AWS4-HMAC-SHA256"),
             );
         }
-        headers.extend(self.headers);
+        headers.extend(*self.headers);
         response
     }
 }

@@ -147,14 +147,13 @@ fn model_name_from_path(path: &Path) -> String {
         .trim_end_matches(".tar.gz")
         .trim_end_matches(".json")
         .trim_end_matches(".ubj");
-    if matches!(stem, "model" | "xgboost-model") {
-        if let Some(dir) = path
+    if matches!(stem, "model" | "xgboost-model")
+        && let Some(dir) = path
             .parent()
             .and_then(|p| p.file_name())
             .and_then(|s| s.to_str())
-        {
-            return dir.to_owned();
-        }
+    {
+        return dir.to_owned();
     }
     stem.to_owned()
 }
