@@ -219,6 +219,24 @@ impl FeatureLayout {
         }
     }
 
+    /// A shared canonical layout, for models that read every feature in canonical order.
+    pub fn canonical_ref() -> &'static Self {
+        static CANONICAL: std::sync::LazyLock<FeatureLayout> =
+            std::sync::LazyLock::new(FeatureLayout::canonical);
+        &CANONICAL
+    }
+
+    /// The row whose model view is `values` (in the model's order); features the model does not
+    /// read are missing (NaN).
+    pub fn scatter(&self, values: &[f32]) -> FeatureRow {
+        debug_assert_eq!(values.len(), self.indices.len());
+        let mut row = FeatureRow([f32::NAN; N_FEATURES]);
+        for (&i, &v) in self.indices.iter().zip(values) {
+            row.0[i] = v;
+        }
+        row
+    }
+
     pub fn names(&self) -> &[String] {
         &self.names
     }

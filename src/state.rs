@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::api::score::{Decision, Score};
 use crate::cache::{ScoreCache, Source};
 use crate::config::{Config, LimitsConfig};
+use crate::domain::FeatureRow;
 use crate::middleware::auth::Auth;
 use crate::middleware::rate_limit::RateLimits;
-use crate::pipeline::{Pipeline, Scored};
+use crate::pipeline::{Admit, Pipeline, ScoreError, Scored};
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -65,6 +66,50 @@ impl AppState {
             model: scored.model.to_string(),
             cached: source == Source::Cache,
         }
+    }
+
+    /// Scores rows identified by `(id, features)` through the cache: cached scores answer at
+    /// once (unless `refresh`), the misses go to the model together and are cached. Admission
+    /// of the misses is all or nothing, as in [`Pipeline::score`].
+    pub async fn score_many(
+        &self,
+        items: &[(String, FeatureRow)],
+        refresh: bool,
+    ) -> Result<Vec<Result<(Scored, Source), ScoreError>>, ScoreError> {
+        let version = self.pipeline.model().label().to_owned();
+        let mut out: Vec<Option<Result<(Scored, Source), ScoreError>>> =
+            Vec::with_capacity(items.len());
+        let mut misses = Vec::new();
+        for (i, (id, features)) in items.iter().enumerate() {
+            let key = ScoreCache::key(&version, id, features);
+            let hit = if refresh {
+                None
+            } else {
+                self.cache.get(&key).await
+            };
+            match hit {
+                Some(scored) => out.push(Some(Ok((scored, Source::Cache)))),
+                None => {
+                    out.push(None);
+                    misses.push((i, key, *features));
+                }
+            }
+        }
+        let rows: Vec<FeatureRow> = misses.iter().map(|(_, _, row)| *row).collect();
+        let outcomes = self.pipeline.score(&rows, Admit::TryNow).await?;
+        for ((i, key, _), outcome) in misses.into_iter().zip(outcomes) {
+            out[i] = Some(match outcome {
+                Ok(scored) => {
+                    self.cache.insert(key, scored.clone()).await;
+                    Ok((scored, Source::Model))
+                }
+                Err(e) => Err(e),
+            });
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.expect("every row gets an outcome. This is a bug."))
+            .collect())
     }
 
     pub fn is_shutting_down(&self) -> bool {

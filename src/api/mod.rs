@@ -14,6 +14,7 @@ use crate::state::AppState;
 
 pub mod health;
 pub mod json;
+pub mod sagemaker;
 pub mod score;
 
 #[derive(OpenApi)]
@@ -30,9 +31,12 @@ pub mod score;
         health::live,
         health::ready,
         health::metrics,
+        sagemaker::invocations,
+        sagemaker::ping,
     ),
     tags(
         (name = "scoring", description = "Score card transactions"),
+        (name = "sagemaker", description = "SageMaker Runtime's wire API: point boto3 or the AWS CLI here with `--endpoint-url`"),
         (name = "operations", description = "Health and metrics"),
     ),
     modifiers(&SecuritySchemes)
@@ -81,9 +85,18 @@ pub fn openapi_json() -> String {
 pub fn router(state: AppState) -> Router {
     let single = Router::new().route("/v1/transactions/score", post(score::score));
     let batch = Router::new().route("/v1/transactions/score-batch", post(score::score_batch));
+    let invocations = Router::new().route(
+        "/endpoints/{endpoint_name}/invocations",
+        post(sagemaker::invocations),
+    );
+    // Errors on the SageMaker route, the shared middleware's included, speak AWS's rest-json.
+    let invocations = guarded(invocations, &state, Some(sagemaker::csv_cost))
+        .route_layer(axum::middleware::from_fn(sagemaker::aws_errors));
     Router::new()
         .merge(guarded(single, &state, None))
         .merge(guarded(batch, &state, Some(middleware::batch_cost)))
+        .merge(invocations)
+        .route("/ping", get(sagemaker::ping))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(health::metrics))

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::json::JsonBody;
-use crate::cache::{ScoreCache, Source};
+use crate::cache::ScoreCache;
 use crate::domain::{FieldError, Transaction, ValidTransaction, json_type};
 use crate::error::{ApiError, Problem};
 use crate::middleware::auth::Caller;
@@ -162,7 +162,7 @@ pub async fn score(
 
 /// `Cache-Control: no-cache` asks for a fresh score; only plans that allow it get one (others
 /// are served as usual, as API Gateway does).
-fn wants_refresh(headers: &HeaderMap, caller: &Caller) -> bool {
+pub(crate) fn wants_refresh(headers: &HeaderMap, caller: &Caller) -> bool {
     caller.may_bypass_cache()
         && headers
             .get_all(axum::http::header::CACHE_CONTROL)
@@ -227,7 +227,6 @@ pub async fn score_batch(
     JsonBody(body): JsonBody,
 ) -> Result<Json<ScoreBatchResponse>, ApiError> {
     let refresh = wants_refresh(&headers, &caller);
-    let model_version = state.pipeline.model().label().to_owned();
     let items = batch_items(&body, state.limits.max_batch_items)?;
     let received_at = OffsetDateTime::now_utc();
     let mut results: Vec<Option<BatchItem>> = Vec::with_capacity(items.len());
@@ -250,30 +249,15 @@ pub async fn score_batch(
             }
         }
     }
-    // Cached scores answer at once; the misses go to the model together.
-    let mut misses = Vec::with_capacity(valid.len());
-    for (index, tx) in valid {
-        let key = ScoreCache::key(&model_version, &tx.transaction_id, &tx.features);
-        let hit = if refresh {
-            None
-        } else {
-            state.cache.get(&key).await
-        };
-        match hit {
-            Some(scored) => {
-                let score = state.score(tx.transaction_id, scored, Source::Cache);
-                results[index] = Some(item_score(index, score));
-            }
-            None => misses.push((index, key, tx)),
-        }
-    }
-    let rows: Vec<_> = misses.iter().map(|(_, _, tx)| tx.features).collect();
-    let outcomes = state.pipeline.score(&rows, Admit::TryNow).await?;
-    for ((index, key, tx), outcome) in misses.into_iter().zip(outcomes) {
+    let items: Vec<(String, _)> = valid
+        .iter()
+        .map(|(_, tx)| (tx.transaction_id.clone(), tx.features))
+        .collect();
+    let outcomes = state.score_many(&items, refresh).await?;
+    for ((index, tx), outcome) in valid.into_iter().zip(outcomes) {
         results[index] = Some(match outcome {
-            Ok(scored) => {
-                state.cache.insert(key, scored.clone()).await;
-                item_score(index, state.score(tx.transaction_id, scored, Source::Model))
+            Ok((scored, source)) => {
+                item_score(index, state.score(tx.transaction_id, scored, source))
             }
             Err(e) => item_error(index, &ApiError::from(e)),
         });

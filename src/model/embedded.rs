@@ -131,10 +131,6 @@ impl EmbeddedModel {
         }
     }
 
-    pub fn layout(&self) -> &FeatureLayout {
-        &self.layout
-    }
-
     pub fn num_trees(&self) -> usize {
         self.num_trees
     }
@@ -202,6 +198,10 @@ impl Model for EmbeddedModel {
 
     fn ready(&self) -> bool {
         self.jobs.is_some() && self.threads.iter().all(|t| !t.is_finished())
+    }
+
+    fn layout(&self) -> &FeatureLayout {
+        &self.layout
     }
 }
 

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::domain::FeatureRow;
+use crate::domain::{FeatureLayout, FeatureRow};
 
 pub mod embedded;
 pub mod ubjson;
@@ -26,6 +26,11 @@ pub trait Model: Send + Sync + 'static {
 
     /// Whether the model can take work now (readiness).
     fn ready(&self) -> bool;
+
+    /// The features the model reads, in its own order (what a SageMaker CSV row holds).
+    fn layout(&self) -> &FeatureLayout {
+        FeatureLayout::canonical_ref()
+    }
 }
 
 /// Why a model could not score a batch.

@@ -34,14 +34,14 @@ const MAX_DEPTH: usize = 128;
 const MAX_TREES: usize = 1 << 20;
 const MAX_NODES_PER_TREE: usize = 1 << 24;
 const MAX_TOTAL_NODES: usize = 1 << 27;
-/// Node feature indices address rows of twice this width.
-const MAX_FEATURES: usize = 1 << 30;
+/// Expanded rows hold `2 * ROW_LANES` keys per feature, addressed by u32.
+const MAX_FEATURES: usize = 1 << 26;
 /// Decompressed size allowed for a model inside an archive, so that a small
 /// gzip bomb cannot take the process down.
 const MAX_MEMBER_BYTES: u64 = 1 << 30;
 
 /// Trees walked together for a single row.
-const TREE_LANES: usize = 16;
+const TREE_LANES: usize = 12;
 /// Rows walked together through one tree in a batch.
 const ROW_LANES: usize = 8;
 /// Rows scored tree by tree as one block in a batch: enough to reuse each
@@ -164,32 +164,121 @@ pub enum LoadError {
     Unsupported(String),
 }
 
-/// One node of the flattened forest.
+/// A node of the flattened forest, before it is packed for the walk.
 ///
 /// Values are compared as order-preserving integer keys ([`key`]), which
-/// is cheaper than a float comparison on the critical path. `feature`
-/// indexes a row as laid out by [`expand_row`], which also encodes where
-/// the split sends missing values. The right child always follows the left
-/// one, so a step is an addition rather than a second load. A leaf has
-/// threshold 0, below every key, so it always "goes right", and a `left`
-/// one before itself: every step from a leaf lands back on it, and walks of
-/// different lengths can share one loop.
+/// is cheaper than a float comparison on the critical path. `feature` is
+/// the offset of the split's key in a row laid out by [`expand_row`], which
+/// also encodes where the split sends missing values. The right child always follows the left
+/// one, `offset` nodes after this one, so a step is two additions. A leaf
+/// has offset 0 and a threshold above every key, so every step from a leaf
+/// stays on it and walks of different lengths can share one loop.
 #[derive(Clone, Copy, Debug)]
-#[repr(C, align(16))]
-struct Node {
+struct FlatNode {
     feature: u32,
     threshold: u32,
-    left: u32,
+    offset: u32,
     /// The leaf's value (unused in internal nodes).
     value: f32,
 }
 
-const LEAF_THRESHOLD: u32 = 0;
+const LEAF_THRESHOLD: u32 = u32::MAX;
+
+impl FlatNode {
+    fn leaf(value: f32) -> Self {
+        FlatNode {
+            feature: 0,
+            threshold: LEAF_THRESHOLD,
+            offset: 0,
+            value,
+        }
+    }
+}
+
+/// How nodes are packed for the walk: [`Compact`] whenever the model fits,
+/// which halves the memory the walk touches, else [`Wide`].
+trait Layout: Copy + fmt::Debug + Send + Sync + 'static {
+    const NAME: &'static str;
+    fn pack(node: &FlatNode) -> Option<Self>;
+    fn feature(&self) -> usize;
+    fn threshold(&self) -> u32;
+    fn offset(&self) -> usize;
+}
+
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(8))]
+struct Compact {
+    threshold: u32,
+    feature: u16,
+    offset: u16,
+}
+
+impl Layout for Compact {
+    const NAME: &'static str = "compact";
+
+    fn pack(node: &FlatNode) -> Option<Self> {
+        Some(Compact {
+            threshold: node.threshold,
+            feature: node.feature.try_into().ok()?,
+            offset: node.offset.try_into().ok()?,
+        })
+    }
+
+    #[inline(always)]
+    fn feature(&self) -> usize {
+        self.feature.into()
+    }
+
+    #[inline(always)]
+    fn threshold(&self) -> u32 {
+        self.threshold
+    }
+
+    #[inline(always)]
+    fn offset(&self) -> usize {
+        self.offset.into()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(16))]
+struct Wide {
+    threshold: u32,
+    feature: u32,
+    offset: u32,
+}
+
+impl Layout for Wide {
+    const NAME: &'static str = "wide";
+
+    fn pack(node: &FlatNode) -> Option<Self> {
+        Some(Wide {
+            threshold: node.threshold,
+            feature: node.feature,
+            offset: node.offset,
+        })
+    }
+
+    #[inline(always)]
+    fn feature(&self) -> usize {
+        self.feature as usize
+    }
+
+    #[inline(always)]
+    fn threshold(&self) -> u32 {
+        self.threshold
+    }
+
+    #[inline(always)]
+    fn offset(&self) -> usize {
+        self.offset as usize
+    }
+}
 
 /// Maps a non-NaN float to an integer with the same order, so that
 /// `x < t` iff `key(x) < key(t)`. Negative zero is folded onto zero first,
-/// as the float comparison treats them as equal. The smallest key, of -inf,
-/// is 0x007f_ffff: key 0 is never produced.
+/// as the float comparison treats them as equal. Keys run from 0x007f_ffff
+/// (-inf) to 0xff80_0000 (+inf), so `LEAF_THRESHOLD` is above them all.
 #[inline(always)]
 fn key(x: f32) -> u32 {
     let bits = (x + 0.0).to_bits();
@@ -200,100 +289,127 @@ fn key(x: f32) -> u32 {
     }
 }
 
-/// Writes the keys of `row` twice into `out`, at `stride` apart from one
-/// value to the next: first with missing values as -inf, then as +inf. A
-/// split that sends missing values left reads the first copy and one that
-/// sends them right the second, so that a single comparison with the
-/// (finite) threshold routes present and missing values alike.
-#[inline(always)]
-fn expand_row(row: &[f32], out: &mut [u32], stride: usize) {
-    let (low, high) = out.split_at_mut(row.len() * stride);
-    for (i, &x) in row.iter().enumerate() {
-        let missing = x.is_nan();
-        low[i * stride] = if missing {
-            key(f32::NEG_INFINITY)
-        } else {
-            key(x)
-        };
-        high[i * stride] = if missing { key(f32::INFINITY) } else { key(x) };
-    }
+/// Keys in one expanded row, or one group of `ROW_LANES` interleaved rows.
+fn row_keys(num_features: usize) -> usize {
+    2 * num_features * ROW_LANES
 }
 
-/// Scratch keys kept on the stack for one row, and for one group of
-/// `ROW_LANES` rows; wider models use a buffer kept per thread.
-const ROW_STACK_KEYS: usize = 256;
-const GROUP_STACK_KEYS: usize = 2048;
+/// Writes the keys of `row` twice into `out`, `ROW_LANES` apart from one
+/// value to the next (so that the rows of a group interleave): first with
+/// missing values as -inf, then as +inf. A split that sends missing values
+/// left reads the first copy and one that sends them right the second, so
+/// that a single comparison with the (finite) threshold routes present and
+/// missing values alike.
+#[inline(always)]
+fn expand_row(row: &[f32], out: &mut [u32]) {
+    let (low, high) = out.split_at_mut(row.len() * ROW_LANES);
+    for (i, &x) in row.iter().enumerate() {
+        let (below, above) = if x.is_nan() {
+            (key(f32::NEG_INFINITY), key(f32::INFINITY))
+        } else {
+            (key(x), key(x))
+        };
+        low[i * ROW_LANES] = below;
+        high[i * ROW_LANES] = above;
+    }
+}
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` on `len` scratch keys, without allocating once a thread has
-/// seen its widest model.
-fn with_scratch<const N: usize, R>(len: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
-    if len <= N {
-        let mut keys = [0u32; N];
+/// Runs `f` on `len` scratch keys kept per thread, which allocates only
+/// when a thread first meets a model or batch that needs more. The keys are
+/// left as the last call wrote them: callers write what they read.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
+    SCRATCH.with(|cell| {
+        let mut keys = cell.borrow_mut();
+        if keys.len() < len {
+            keys.resize(len, 0);
+        }
         f(&mut keys[..len])
-    } else {
-        SCRATCH.with(|cell| {
-            let mut keys = cell.borrow_mut();
-            if keys.len() < len {
-                keys.resize(len, 0);
-            }
-            f(&mut keys[..len])
-        })
-    }
+    })
 }
 
-/// The flattened trees, together with the invariants that let the walk
-/// skip bounds checks. Only [`Forest::new`] builds one, and it checks them.
-struct Forest {
-    nodes: Vec<Node>,
+/// The flattened trees and the order to walk them in, together with the
+/// invariants that let the walk skip bounds checks. Only [`Forest::new`]
+/// builds one, and it checks them.
+struct Forest<L> {
+    nodes: Vec<L>,
+    /// Leaf values, by node.
+    values: Vec<f32>,
+    /// Each tree's root, in boosting order.
+    roots: Vec<usize>,
+    /// Steps from each tree's root to its deepest leaf.
+    depths: Vec<u32>,
+    /// Deepest tree in each group of `TREE_LANES` consecutive trees.
+    group_depths: Vec<u32>,
     num_features: usize,
 }
 
-impl Forest {
-    /// Accepts `nodes` only if every walk stays in bounds: an internal
-    /// node's two children lie inside `nodes`, a leaf links to itself, and
-    /// every feature read exists in an expanded row (`2 * num_features`
-    /// keys). Leaves read feature 0, which needs at least one feature unless
-    /// nothing is ever walked.
-    fn new(nodes: Vec<Node>, num_features: usize, depths: &[u32]) -> Option<Forest> {
+impl<L: Layout> Forest<L> {
+    /// Packs `flat` if every node fits `L`, and accepts it only if every walk
+    /// stays in bounds: roots lie inside `nodes`, a leaf (offset 0) never
+    /// moves, an internal node's two children lie inside `nodes`, and every
+    /// key that a lane of a group reads lies inside the group's expanded
+    /// rows. Without features there are no keys, so nothing may be walked.
+    /// The last node must be a leaf, which pads partial groups of trees.
+    fn new(
+        flat: &[FlatNode],
+        roots: Vec<usize>,
+        depths: Vec<u32>,
+        num_features: usize,
+    ) -> Option<Forest<L>> {
+        let nodes = flat.iter().map(L::pack).collect::<Option<Vec<L>>>()?;
         let len = nodes.len();
-        let walks = depths.iter().any(|&d| d > 0);
-        let sound = nodes.iter().enumerate().all(|(at, node)| {
-            let feature_ok = (node.feature as usize) < 2 * num_features || !walks;
-            let links_ok = if node.threshold == LEAF_THRESHOLD {
-                node.left.wrapping_add(1) as usize == at
-            } else {
-                (node.left as usize) < len - 1
+        let keys = row_keys(num_features);
+        let nodes_ok = nodes.iter().enumerate().all(|(at, node)| {
+            let feature_ok = num_features == 0 || node.feature() + ROW_LANES <= keys;
+            let links_ok = match node.offset() {
+                0 => node.threshold() == LEAF_THRESHOLD,
+                offset => at + offset + 1 < len,
             };
             feature_ok && links_ok
         });
-        sound.then_some(Forest {
+        let padding_ok = nodes.last().is_some_and(|n| n.offset() == 0);
+        let roots_ok = roots.len() == depths.len() && roots.iter().all(|&r| r < len);
+        let walks_ok = num_features > 0 || depths.iter().all(|&d| d == 0);
+        if !(nodes_ok && padding_ok && roots_ok && walks_ok) {
+            return None;
+        }
+        let group_depths = depths
+            .chunks(TREE_LANES)
+            .map(|group| group.iter().copied().max().unwrap_or(0))
+            .collect();
+        Some(Forest {
             nodes,
+            values: flat.iter().map(|n| n.value).collect(),
+            roots,
+            depths,
+            group_depths,
             num_features,
         })
     }
 
-    /// One step of a walk from node `at`, reading the keys of the row at
-    /// `keys[feature * stride]`.
+    /// One step of a walk from node `at`, for the row whose expanded keys
+    /// start at `keys[0]`.
     ///
     /// # Safety
     ///
-    /// `at` must index `self.nodes`, and `keys` must hold at least
-    /// `(2 * num_features - 1) * stride + 1` keys.
+    /// `at` must index `self.nodes`, `self.num_features` must not be 0, and
+    /// `keys` must hold at least `row_keys(num_features) - ROW_LANES + 1`
+    /// keys.
     #[inline(always)]
-    unsafe fn step(&self, at: u32, keys: &[u32], stride: usize) -> u32 {
+    unsafe fn step(&self, at: usize, keys: &[u32]) -> usize {
         // SAFETY: the caller keeps `at` inside `nodes`; `Forest::new`
-        // checked that every feature is below `2 * num_features`, which the
-        // caller's `keys` cover (a model without features never steps).
-        let node = unsafe { self.nodes.get_unchecked(at as usize) };
-        let x = unsafe { *keys.get_unchecked(node.feature as usize * stride) };
+        // checked that with features every key offset is at most
+        // `row_keys - ROW_LANES`, which the caller's `keys` cover.
+        let node = unsafe { self.nodes.get_unchecked(at) };
+        let x = unsafe { *keys.get_unchecked(node.feature()) };
         // Left iff x < threshold, as in XGBoost. No branches: which way a
         // split goes is data, and mispredictions would cost more than the
         // walk.
-        node.left.wrapping_add((x >= node.threshold) as u32)
+        at + (node.offset() + (x >= node.threshold()) as usize)
     }
 
     /// Walks `N` trees in lockstep for `depth` steps from the roots in
@@ -302,62 +418,150 @@ impl Forest {
     #[inline(always)]
     fn descend_trees<const N: usize>(
         &self,
-        mut at: [u32; N],
+        mut at: [usize; N],
         keys: &[u32],
         depth: u32,
-    ) -> [u32; N] {
-        assert!(keys.len() == 2 * self.num_features);
-        assert!(at.iter().all(|&a| (a as usize) < self.nodes.len()));
+    ) -> [usize; N] {
+        assert!(keys.len() == row_keys(self.num_features));
+        assert!(at.iter().all(|&a| a < self.nodes.len()));
+        assert!(depth == 0 || self.num_features > 0);
         for _ in 0..depth {
             for a in at.iter_mut() {
                 // SAFETY: `*a` starts inside `nodes` (checked above) and
                 // `Forest::new` checked that every step from inside lands
                 // inside; `keys` is one expanded row (checked above).
-                *a = unsafe { self.step(*a, keys, 1) };
+                *a = unsafe { self.step(*a, keys) };
             }
         }
         at
     }
 
-    /// Walks one tree in lockstep for `ROW_LANES` rows whose expanded keys
-    /// are interleaved (`keys[feature * ROW_LANES + lane]`), and returns the
-    /// leaves reached.
+    /// Walks one tree in lockstep for the `ROW_LANES` rows of a group of
+    /// expanded rows, and returns the leaves reached.
     #[inline(always)]
-    fn descend_rows(&self, root: u32, keys: &[u32], depth: u32) -> [u32; ROW_LANES] {
-        assert!(keys.len() == 2 * self.num_features * ROW_LANES);
-        assert!((root as usize) < self.nodes.len());
+    fn descend_rows(&self, root: usize, keys: &[u32], depth: u32) -> [usize; ROW_LANES] {
+        assert!(keys.len() == row_keys(self.num_features));
+        assert!(root < self.nodes.len());
         let mut at = [root; ROW_LANES];
-        for _ in 0..depth {
+        if depth == 0 {
+            return at;
+        }
+        assert!(self.num_features > 0);
+        // Every row starts at the root: its fields are read once for all.
+        let node = self.nodes[root];
+        for (lane, a) in at.iter_mut().enumerate() {
+            // SAFETY: as in `step`, with the lane's keys starting at
+            // `keys[lane]`.
+            let x = unsafe { *keys.get_unchecked(node.feature() + lane) };
+            *a = root + (node.offset() + (x >= node.threshold()) as usize);
+        }
+        let level = |at: &mut [usize; ROW_LANES]| {
             for (lane, a) in at.iter_mut().enumerate() {
                 // SAFETY: as in `descend_trees`; lane `lane`'s keys start at
-                // `keys[lane]`, and the interleaved block covers every feature.
-                *a = unsafe { self.step(*a, keys.get_unchecked(lane..), ROW_LANES) };
+                // `keys[lane]`, which leaves `row_keys - lane` of them.
+                *a = unsafe { self.step(*a, keys.get_unchecked(lane..)) };
             }
+        };
+        // Two levels per iteration spare the register shuffle that a
+        // loop-carried state of this size otherwise costs at every level.
+        for _ in 0..(depth - 1) / 2 {
+            level(&mut at);
+            level(&mut at);
+        }
+        if (depth - 1) % 2 == 1 {
+            level(&mut at);
         }
         at
     }
 
-    /// A leaf that belongs to no tree, for lanes without a tree to walk.
-    fn padding(&self) -> u32 {
-        (self.nodes.len() - 1) as u32
+    /// The margin of one row expanded by [`expand_row`], starting from
+    /// `base`.
+    fn margin(&self, base: f32, keys: &[u32]) -> f32 {
+        // The padding leaf fills the spare lanes of a last, partial group;
+        // every step leaves it in place.
+        let padding = self.nodes.len() - 1;
+        let mut margin = base;
+        for (roots, &depth) in self.roots.chunks(TREE_LANES).zip(&self.group_depths) {
+            let mut start = [padding; TREE_LANES];
+            start[..roots.len()].copy_from_slice(roots);
+            let leaves = self.descend_trees(start, keys, depth);
+            // Added one at a time, in tree order, to match XGBoost's sums.
+            for &leaf in &leaves[..roots.len()] {
+                margin += self.values[leaf];
+            }
+        }
+        margin
     }
 
-    /// The value of the leaf a walk ended on.
-    #[inline(always)]
-    fn value(&self, at: u32) -> f32 {
-        self.nodes[at as usize].value
+    /// Margins, starting from `base`, of up to `BLOCK_ROWS` rows given as
+    /// groups of `ROW_LANES` interleaved expanded rows; tree by tree, so
+    /// that each tree's nodes are fetched once for the block.
+    fn block_margins(&self, base: f32, keys: &[u32], margins: &mut [f32]) {
+        let group_keys = row_keys(self.num_features);
+        margins.fill(base);
+        for (&root, &depth) in self.roots.iter().zip(&self.depths) {
+            for (group, sums) in keys
+                .chunks_exact(group_keys)
+                .zip(margins.chunks_mut(ROW_LANES))
+            {
+                let leaves = self.descend_rows(root, group, depth);
+                for (sum, leaf) in sums.iter_mut().zip(leaves) {
+                    *sum += self.values[leaf];
+                }
+            }
+        }
+    }
+}
+
+/// The forest in whichever layout the model fits.
+enum Trees {
+    Compact(Forest<Compact>),
+    Wide(Forest<Wide>),
+}
+
+impl Trees {
+    fn build(
+        flat: &[FlatNode],
+        roots: Vec<usize>,
+        depths: Vec<u32>,
+        num_features: usize,
+    ) -> Option<Trees> {
+        match Forest::new(flat, roots.clone(), depths.clone(), num_features) {
+            Some(forest) => Some(Trees::Compact(forest)),
+            None => Forest::new(flat, roots, depths, num_features).map(Trees::Wide),
+        }
+    }
+
+    fn margin(&self, base: f32, keys: &[u32]) -> f32 {
+        match self {
+            Trees::Compact(forest) => forest.margin(base, keys),
+            Trees::Wide(forest) => forest.margin(base, keys),
+        }
+    }
+
+    fn block_margins(&self, base: f32, keys: &[u32], margins: &mut [f32]) {
+        match self {
+            Trees::Compact(forest) => forest.block_margins(base, keys, margins),
+            Trees::Wide(forest) => forest.block_margins(base, keys, margins),
+        }
+    }
+
+    /// Trees, nodes, deepest tree and layout, for `Debug`.
+    fn summary(&self) -> (usize, usize, u32, &'static str) {
+        fn of<L: Layout>(f: &Forest<L>) -> (usize, usize, u32, &'static str) {
+            let depth = f.depths.iter().copied().max().unwrap_or(0);
+            (f.roots.len(), f.nodes.len(), depth, L::NAME)
+        }
+        match self {
+            Trees::Compact(forest) => of(forest),
+            Trees::Wide(forest) => of(forest),
+        }
     }
 }
 
 /// A loaded, validated `gbtree` model; immutable and cheap to share.
 pub struct XgbModel {
-    forest: Forest,
-    /// Index of each tree's root in `nodes`, in boosting order.
-    roots: Vec<u32>,
-    /// Steps from each tree's root to its deepest leaf.
-    depths: Vec<u32>,
-    /// Deepest tree in each group of `TREE_LANES` consecutive trees.
-    group_depths: Vec<u32>,
+    trees: Trees,
     base_margin: f32,
     base_score: f32,
     objective: Objective,
@@ -367,12 +571,14 @@ pub struct XgbModel {
 
 impl fmt::Debug for XgbModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (trees, nodes, depth, layout) = self.trees.summary();
         f.debug_struct("XgbModel")
             .field("objective", &self.objective.name())
             .field("num_features", &self.num_features)
-            .field("num_trees", &self.roots.len())
-            .field("num_nodes", &self.forest.nodes.len())
-            .field("max_depth", &self.depths.iter().max().copied().unwrap_or(0))
+            .field("num_trees", &trees)
+            .field("num_nodes", &nodes)
+            .field("max_depth", &depth)
+            .field("layout", &layout)
             .field("base_score", &self.base_score)
             .finish_non_exhaustive()
     }
@@ -411,7 +617,10 @@ impl XgbModel {
     }
 
     pub fn num_trees(&self) -> usize {
-        self.roots.len()
+        match &self.trees {
+            Trees::Compact(forest) => forest.roots.len(),
+            Trees::Wide(forest) => forest.roots.len(),
+        }
     }
 
     pub fn objective(&self) -> Objective {
@@ -432,9 +641,9 @@ impl XgbModel {
             row.len(),
             self.num_features
         );
-        let margin = with_scratch::<ROW_STACK_KEYS, _>(2 * row.len(), |keys| {
-            expand_row(row, keys, 1);
-            self.margin(keys)
+        let margin = with_scratch(row_keys(row.len()), |keys| {
+            expand_row(row, keys);
+            self.trees.margin(self.base_margin, keys)
         });
         self.objective.transform(margin)
     }
@@ -457,74 +666,32 @@ impl XgbModel {
             width
         );
         if width == 0 {
-            out.fill(self.objective.transform(self.margin(&[])));
+            out.fill(self.predict_row(&[]));
             return;
         }
-        let group_keys = 2 * width * ROW_LANES;
-        let blocks = BLOCK_ROWS.div_ceil(ROW_LANES);
-        with_scratch::<GROUP_STACK_KEYS, _>(group_keys * blocks, |keys| {
+        let group_keys = row_keys(width);
+        let groups = BLOCK_ROWS.min(out.len()).div_ceil(ROW_LANES);
+        with_scratch(group_keys * groups, |keys| {
             for (block, scores) in rows
                 .chunks(BLOCK_ROWS * width)
                 .zip(out.chunks_mut(BLOCK_ROWS))
             {
                 let n = scores.len();
-                let groups = n.div_ceil(ROW_LANES);
-                let keys = &mut keys[..groups * group_keys];
+                let keys = &mut keys[..n.div_ceil(ROW_LANES) * group_keys];
                 for (g, group) in keys.chunks_exact_mut(group_keys).enumerate() {
                     for lane in 0..ROW_LANES {
                         // A last, partial group repeats its last row; those
                         // lanes' scores are dropped.
                         let r = (g * ROW_LANES + lane).min(n - 1);
-                        expand_row(
-                            &block[r * width..(r + 1) * width],
-                            &mut group[lane..],
-                            ROW_LANES,
-                        );
+                        expand_row(&block[r * width..(r + 1) * width], &mut group[lane..]);
                     }
                 }
-                self.block_margins(keys, scores);
+                self.trees.block_margins(self.base_margin, keys, scores);
                 for score in scores.iter_mut() {
                     *score = self.objective.transform(*score);
                 }
             }
         });
-    }
-
-    /// The margin of one row expanded by [`expand_row`].
-    fn margin(&self, keys: &[u32]) -> f32 {
-        let forest = &self.forest;
-        let mut margin = self.base_margin;
-        for (roots, &depth) in self.roots.chunks(TREE_LANES).zip(&self.group_depths) {
-            // A last, partial group fills its spare lanes with the padding
-            // leaf, which every step leaves in place.
-            let mut start = [forest.padding(); TREE_LANES];
-            start[..roots.len()].copy_from_slice(roots);
-            let leaves = forest.descend_trees(start, keys, depth);
-            // Added one at a time, in tree order, to match XGBoost's sums.
-            for &leaf in &leaves[..roots.len()] {
-                margin += forest.value(leaf);
-            }
-        }
-        margin
-    }
-
-    /// Margins of up to `BLOCK_ROWS` rows, tree by tree, from groups of
-    /// `ROW_LANES` interleaved expanded rows.
-    fn block_margins(&self, keys: &[u32], margins: &mut [f32]) {
-        let forest = &self.forest;
-        let group_keys = 2 * self.num_features * ROW_LANES;
-        margins.fill(self.base_margin);
-        for (&root, &depth) in self.roots.iter().zip(&self.depths) {
-            for (group, sums) in keys
-                .chunks_exact(group_keys)
-                .zip(margins.chunks_mut(ROW_LANES))
-            {
-                let leaves = forest.descend_rows(root, group, depth);
-                for (sum, leaf) in sums.iter_mut().zip(leaves) {
-                    *sum += forest.value(leaf);
-                }
-            }
-        }
     }
 
     fn from_document(bytes: &[u8], from_archive: bool) -> Result<Self, LoadError> {
@@ -1022,30 +1189,17 @@ fn build(raw: RawDocument) -> Result<XgbModel, LoadError> {
                     LoadError::Unsupported(format!("tree {index}: {message}"))
                 }
             })?;
-        roots.push(root);
+        roots.push(root as usize);
         depths.push(depth);
     }
-    let group_depths = depths
-        .chunks(TREE_LANES)
-        .map(|group| group.iter().copied().max().unwrap_or(0))
-        .collect();
     let mut nodes = flat.nodes;
-    // The padding leaf of `Forest::padding`.
-    nodes.push(Node {
-        feature: 0,
-        threshold: LEAF_THRESHOLD,
-        left: (nodes.len() as u32).wrapping_sub(1),
-        value: 0.0,
-    });
-    nodes.shrink_to_fit();
-    let forest = Forest::new(nodes, num_features, &depths).ok_or_else(|| {
+    // The padding leaf that `Forest::margin` walks in spare lanes.
+    nodes.push(FlatNode::leaf(0.0));
+    let trees = Trees::build(&nodes, roots, depths, num_features).ok_or_else(|| {
         LoadError::Invalid("the flattened trees failed their consistency check".into())
     })?;
     Ok(XgbModel {
-        forest,
-        roots,
-        depths,
-        group_depths,
+        trees,
         base_margin,
         base_score,
         objective,
@@ -1056,7 +1210,7 @@ fn build(raw: RawDocument) -> Result<XgbModel, LoadError> {
 
 /// Appends trees to the shared node array, checking each as it goes.
 struct Flattener {
-    nodes: Vec<Node>,
+    nodes: Vec<FlatNode>,
     /// Position in `nodes` given to each original node id of the current
     /// tree, `u32::MAX` while unreached.
     slot: Vec<u32>,
@@ -1158,12 +1312,7 @@ impl Flattener {
                     return Err(format!("leaf {id} has the non-finite value {value}").into());
                 }
                 depth = depth.max(level);
-                self.nodes.push(Node {
-                    feature: 0,
-                    threshold: LEAF_THRESHOLD,
-                    left: here.wrapping_sub(1),
-                    value,
-                });
+                self.nodes.push(FlatNode::leaf(value));
                 continue;
             }
             if level + 1 > MAX_DEPTH {
@@ -1210,11 +1359,11 @@ impl Flattener {
             } else {
                 num_features
             };
-            self.nodes.push(Node {
-                feature: (feature as usize + missing_right) as u32,
+            self.nodes.push(FlatNode {
+                feature: ((feature as usize + missing_right) * ROW_LANES) as u32,
                 threshold: key(value),
                 // children[1] == children[0] + 1: both were queued together.
-                left: children[0],
+                offset: children[0] - here,
                 value: 0.0,
             });
         }
@@ -1448,6 +1597,51 @@ mod tests {
     }
 
     #[test]
+    fn signed_zeros_and_infinities_compare_like_floats() {
+        // f0 < 0 ? -1 : 2 ; f0 < -inf never holds, and +inf is not below 0.
+        let mut t = stump(0);
+        t["split_conditions"] = json!([0.0, -1.0, 2.0]);
+        let m = load(&model("reg:squarederror", "0E0", vec![t])).unwrap();
+        assert_eq!(m.predict_row(&[-0.0, 0.0]), 2.0, "-0 is not below 0");
+        assert_eq!(m.predict_row(&[0.0, 0.0]), 2.0);
+        assert_eq!(m.predict_row(&[-1e-45, 0.0]), -1.0, "negative subnormal");
+        assert_eq!(m.predict_row(&[f32::MIN, 0.0]), -1.0);
+        assert_eq!(m.predict_row(&[f32::INFINITY, 0.0]), 2.0);
+        let mut t = stump(1);
+        t["split_conditions"] = json!([-0.0, -1.0, 2.0]);
+        let m = load(&model("reg:squarederror", "0E0", vec![t])).unwrap();
+        assert_eq!(m.predict_row(&[0.0, 0.0]), 2.0, "0 is not below -0");
+        assert_eq!(m.predict_row(&[-f32::MIN_POSITIVE, 0.0]), -1.0);
+        assert_eq!(m.predict_row(&[f32::NEG_INFINITY, 0.0]), -1.0);
+        assert_eq!(m.predict_row(&[f32::NAN, 0.0]), -1.0);
+    }
+
+    #[test]
+    fn wide_models_use_the_wide_layout_and_agree() {
+        let width = 5000;
+        let mut t = stump(0);
+        t["split_indices"] = json!([width - 1, 0, 0]);
+        let mut doc = model("reg:squarederror", "0E0", vec![t, leaf(0.5), stump(1)]);
+        doc["learner"]["learner_model_param"]["num_feature"] = json!(width.to_string());
+        doc["learner"]["feature_names"] = json!([]);
+        doc["learner"]["feature_types"] = json!([]);
+        let m = load(&doc).unwrap();
+        assert!(format!("{m:?}").contains("wide"), "{m:?}");
+        let mut rows = vec![0.0f32; 3 * width];
+        rows[width - 1] = 0.7; // row 0: tree 0 right, tree 2 left
+        rows[width] = f32::NAN; // row 1: tree 0 left, tree 2 missing -> left
+        rows[2 * width] = 0.9; // row 2: tree 0 left, tree 2 right
+        rows[3 * width - 1] = f32::NAN; // row 2: tree 0 missing -> right
+        let want = [2.0 + 0.5 - 1.0, -1.0 + 0.5 - 1.0, 2.0 + 0.5 + 2.0];
+        let mut out = [0.0; 3];
+        m.predict_batch(&rows, &mut out);
+        assert_eq!(out, want);
+        for (i, row) in rows.chunks(width).enumerate() {
+            assert_eq!(m.predict_row(row), want[i], "row {i}");
+        }
+    }
+
+    #[test]
     fn logistic_objectives_start_from_the_logit_of_base_score() {
         for objective in ["binary:logistic", "reg:logistic"] {
             for base in ["2.5E-1", "[2.5E-1]", " [ 2.5E-1 ] "] {
@@ -1544,6 +1738,7 @@ mod tests {
         let m = load(&model("binary:logistic", "5E-1", vec![stump(0); 50])).unwrap();
         let debug = format!("{m:?}");
         assert!(debug.contains("num_trees: 50"), "{debug}");
+        assert!(debug.contains("compact"), "{debug}");
         assert!(debug.len() < 200, "{debug}");
     }
 
@@ -1811,31 +2006,34 @@ mod tests {
     #[test]
     fn wrong_types_are_parse_errors() {
         let base = model("reg:squarederror", "5E-1", vec![stump(0)]);
-        let edits: Vec<Box<dyn Fn(&mut Value)>> = vec![
-            Box::new(|d| {
-                d["learner"]["gradient_booster"]["model"]["trees"][0]["split_conditions"] =
-                    json!([0.5, "NaN", 1.0])
-            }),
-            Box::new(|d| {
-                d["learner"]["gradient_booster"]["model"]["trees"][0]["left_children"] =
-                    json!([1.5, -1, -1])
-            }),
-            Box::new(|d| {
-                d["learner"]["gradient_booster"]["model"]["trees"][0]["default_left"] =
-                    json!([2, 0, 0])
-            }),
-            Box::new(|d| d["learner"]["gradient_booster"]["model"]["trees"] = json!({"0": 1})),
-            Box::new(|d| d["learner"]["learner_model_param"]["num_feature"] = json!(null)),
-            Box::new(|d| d["learner"]["objective"] = json!("binary:logistic")),
-            Box::new(|d| d["learner"] = json!(null)),
+        let tree = "/learner/gradient_booster/model/trees/0";
+        let edits = [
+            (format!("{tree}/split_conditions"), json!([0.5, "NaN", 1.0])),
+            (format!("{tree}/left_children"), json!([1.5, -1, -1])),
+            (format!("{tree}/default_left"), json!([2, 0, 0])),
+            (format!("{tree}/tree_param"), json!([])),
+            (
+                "/learner/gradient_booster/model/trees".into(),
+                json!({"0": 1}),
+            ),
+            (
+                "/learner/learner_model_param/num_feature".into(),
+                json!(null),
+            ),
+            (
+                "/learner/learner_model_param/num_feature".into(),
+                json!("-3"),
+            ),
+            ("/learner/objective".into(), json!("binary:logistic")),
+            ("/learner".into(), json!(null)),
         ];
-        for edit in edits {
+        for (pointer, value) in edits {
             let mut doc = base.clone();
-            edit(&mut doc);
-            let err = load(&doc).expect_err("wrong type");
+            *doc.pointer_mut(&pointer).unwrap() = value;
+            let err = load(&doc).expect_err(&pointer);
             assert!(
                 matches!(err, LoadError::Parse { .. } | LoadError::Invalid(_)),
-                "{err:?}"
+                "{pointer}: {err:?}"
             );
         }
         let mut doc = base.clone();

@@ -238,3 +238,25 @@ pub async fn metric(app: &TestApp, series: &str) -> Option<f64> {
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// The virtualenv holding the Python test clients (boto3, awscli), as `scripts/test` sets it up.
+/// Missing tools fail the test with a message saying how to install them: they are never
+/// skipped.
+pub fn test_venv_bin(tool: &str) -> PathBuf {
+    let venv = std::env::var_os("TEST_VENV")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|home| PathBuf::from(home).join(".cache/infergate/test-venv"))
+        })
+        .expect("TEST_VENV or HOME is set");
+    let path = venv.join("bin").join(tool);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/test, which installs the Python test clients \
+         (scripts/requirements-test.txt) into {}",
+        path.display(),
+        venv.display()
+    );
+    path
+}
