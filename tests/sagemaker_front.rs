@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
@@ -98,7 +98,7 @@ fn write_body(name: &str, body: &str) -> PathBuf {
     path
 }
 
-fn python_client(app: &TestApp, body: &PathBuf, akid: &str, secret: &str, extra: &[&str]) -> Value {
+fn python_client(app: &TestApp, body: &Path, akid: &str, secret: &str, extra: &[&str]) -> Value {
     let output = Command::new(test_venv_bin("python"))
         .arg(repo_path("tests/clients/sagemaker_invoke.py"))
         .args([
@@ -316,8 +316,10 @@ async fn a_failing_model_is_a_model_error() {
         fail_first: std::sync::Mutex::new(1),
         ..TestModel::default()
     });
-    let mut config = Config::default();
-    config.allow_anonymous = true;
+    let config = Config {
+        allow_anonymous: true,
+        ..Config::default()
+    };
     let app = spawn_app_env(config, model, &[]).await;
     let response = app
         .client
