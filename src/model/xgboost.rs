@@ -6,13 +6,18 @@
 //! checked while loading, so prediction itself can neither fail nor panic on
 //! a loaded model, and only well-formed rows are asked of the caller.
 //!
-//! All trees are flattened into one node array. Within a tree the nodes are
-//! laid out breadth first, and every leaf points back at itself, so a walk
-//! of a fixed number of steps (the tree's depth) ends on the leaf whatever
-//! path a row takes. That lets several walks advance in lockstep without
-//! data-dependent branches: several trees for one row, or one tree for
-//! several rows of a batch, which keeps the CPU busy while node loads are in
-//! flight.
+//! All trees are flattened into one node array, breadth first within a
+//! tree and with each right child right after its left sibling. A leaf
+//! never moves on, so a walk of a fixed number of steps (the tree's depth)
+//! ends on its leaf whatever path a row takes. That lets several walks
+//! advance in lockstep without data-dependent branches (several trees for
+//! one row, or one tree for several rows of a batch), which keeps the CPU
+//! busy while node loads are in flight. Rows are first turned into integer
+//! keys that order like the floats, twice over: with missing values as -inf
+//! and as +inf, each split reading the copy that sends missing values its
+//! way. A step is then one integer comparison and two additions. The walk
+//! skips bounds checks; `Forest::new` checks at load time the invariants
+//! that make this sound.
 //!
 //! Margins are accumulated in `f32` in tree order starting from the
 //! intercept, which is the arithmetic of XGBoost's CPU predictor, so scores
@@ -34,8 +39,8 @@ const MAX_DEPTH: usize = 128;
 const MAX_TREES: usize = 1 << 20;
 const MAX_NODES_PER_TREE: usize = 1 << 24;
 const MAX_TOTAL_NODES: usize = 1 << 27;
-/// Expanded rows hold `2 * ROW_LANES` keys per feature, addressed by u32.
-const MAX_FEATURES: usize = 1 << 26;
+/// Expanded rows hold up to `2 * ROW_LANES` keys per feature.
+const MAX_FEATURES: usize = 1 << 24;
 /// Decompressed size allowed for a model inside an archive, so that a small
 /// gzip bomb cannot take the process down.
 const MAX_MEMBER_BYTES: u64 = 1 << 30;
@@ -167,9 +172,9 @@ pub enum LoadError {
 /// A node of the flattened forest, before it is packed for the walk.
 ///
 /// Values are compared as order-preserving integer keys ([`key`]), which
-/// is cheaper than a float comparison on the critical path. `feature` is
-/// the offset of the split's key in a row laid out by [`expand_row`], which
-/// also encodes where the split sends missing values. The right child always follows the left
+/// is cheaper than a float comparison on the critical path. `feature`
+/// picks the split's key in a row expanded by [`expand_row`], which also
+/// encodes where the split sends missing values. The right child always follows the left
 /// one, `offset` nodes after this one, so a step is two additions. A leaf
 /// has offset 0 and a threshold above every key, so every step from a leaf
 /// stays on it and walks of different lengths can share one loop.
@@ -199,6 +204,14 @@ impl FlatNode {
 /// which halves the memory the walk touches, else [`Wide`].
 trait Layout: Copy + fmt::Debug + Send + Sync + 'static {
     const NAME: &'static str;
+    /// Whether the rows of a group interleave, `ROW_LANES` keys per
+    /// expanded feature, which puts each lane's key at a constant offset
+    /// from the others'; else they follow one another, and a single row
+    /// takes no more scratch than its own keys.
+    const INTERLEAVED: bool;
+    const STRIDE: usize = if Self::INTERLEAVED { ROW_LANES } else { 1 };
+    /// The node with its feature as an offset into a row laid out with
+    /// `STRIDE`, if it fits.
     fn pack(node: &FlatNode) -> Option<Self>;
     fn feature(&self) -> usize;
     fn threshold(&self) -> u32;
@@ -215,11 +228,13 @@ struct Compact {
 
 impl Layout for Compact {
     const NAME: &'static str = "compact";
+    const INTERLEAVED: bool = true;
 
     fn pack(node: &FlatNode) -> Option<Self> {
+        let feature = (node.feature as usize).checked_mul(Self::STRIDE)?;
         Some(Compact {
             threshold: node.threshold,
-            feature: node.feature.try_into().ok()?,
+            feature: feature.try_into().ok()?,
             offset: node.offset.try_into().ok()?,
         })
     }
@@ -250,6 +265,7 @@ struct Wide {
 
 impl Layout for Wide {
     const NAME: &'static str = "wide";
+    const INTERLEAVED: bool = false;
 
     fn pack(node: &FlatNode) -> Option<Self> {
         Some(Wide {
@@ -289,28 +305,22 @@ fn key(x: f32) -> u32 {
     }
 }
 
-/// Keys in one expanded row, or one group of `ROW_LANES` interleaved rows.
-fn row_keys(num_features: usize) -> usize {
-    2 * num_features * ROW_LANES
-}
-
-/// Writes the keys of `row` twice into `out`, `ROW_LANES` apart from one
-/// value to the next (so that the rows of a group interleave): first with
-/// missing values as -inf, then as +inf. A split that sends missing values
-/// left reads the first copy and one that sends them right the second, so
-/// that a single comparison with the (finite) threshold routes present and
-/// missing values alike.
+/// Writes the keys of `row` twice into `out`, `stride` apart from one value
+/// to the next: first with missing values as -inf, then as +inf. A split
+/// that sends missing values left reads the first copy and one that sends
+/// them right the second, so that a single comparison with the (finite)
+/// threshold routes present and missing values alike.
 #[inline(always)]
-fn expand_row(row: &[f32], out: &mut [u32]) {
-    let (low, high) = out.split_at_mut(row.len() * ROW_LANES);
+fn expand_row(row: &[f32], out: &mut [u32], stride: usize) {
+    let (low, high) = out.split_at_mut(row.len() * stride);
     for (i, &x) in row.iter().enumerate() {
         let (below, above) = if x.is_nan() {
             (key(f32::NEG_INFINITY), key(f32::INFINITY))
         } else {
             (key(x), key(x))
         };
-        low[i * ROW_LANES] = below;
-        high[i * ROW_LANES] = above;
+        low[i * stride] = below;
+        high[i * stride] = above;
     }
 }
 
@@ -344,7 +354,38 @@ struct Forest<L> {
     depths: Vec<u32>,
     /// Deepest tree in each group of `TREE_LANES` consecutive trees.
     group_depths: Vec<u32>,
+    shape: Shape<L>,
+}
+
+/// Where the keys of expanded rows lie in scratch, for layout `L`.
+struct Shape<L> {
     num_features: usize,
+    /// Keys of one expanded row on its own.
+    row_keys: usize,
+    /// Keys of a group of `ROW_LANES` expanded rows.
+    group_keys: usize,
+    layout: std::marker::PhantomData<L>,
+}
+
+impl<L: Layout> Shape<L> {
+    fn new(num_features: usize) -> Self {
+        Shape {
+            num_features,
+            row_keys: 2 * num_features * L::STRIDE,
+            group_keys: 2 * num_features * ROW_LANES,
+            layout: std::marker::PhantomData,
+        }
+    }
+
+    /// Where the keys of a group's lane `lane` start.
+    #[inline(always)]
+    fn lane_start(&self, lane: usize) -> usize {
+        if L::INTERLEAVED {
+            lane
+        } else {
+            lane * 2 * self.num_features
+        }
+    }
 }
 
 impl<L: Layout> Forest<L> {
@@ -352,7 +393,8 @@ impl<L: Layout> Forest<L> {
     /// stays in bounds: roots lie inside `nodes`, a leaf (offset 0) never
     /// moves, an internal node's two children lie inside `nodes`, and every
     /// key that a lane of a group reads lies inside the group's expanded
-    /// rows. Without features there are no keys, so nothing may be walked.
+    /// rows, and in a single row. Without features there are no keys, so
+    /// nothing may be walked.
     /// The last node must be a leaf, which pads partial groups of trees.
     fn new(
         flat: &[FlatNode],
@@ -362,9 +404,13 @@ impl<L: Layout> Forest<L> {
     ) -> Option<Forest<L>> {
         let nodes = flat.iter().map(L::pack).collect::<Option<Vec<L>>>()?;
         let len = nodes.len();
-        let keys = row_keys(num_features);
+        let shape = Shape::<L>::new(num_features);
         let nodes_ok = nodes.iter().enumerate().all(|(at, node)| {
-            let feature_ok = num_features == 0 || node.feature() + ROW_LANES <= keys;
+            // Every lane of a group, and a single row, must find the key.
+            let feature = node.feature();
+            let feature_ok = num_features == 0
+                || (feature < shape.row_keys
+                    && shape.lane_start(ROW_LANES - 1) + feature < shape.group_keys);
             let links_ok = match node.offset() {
                 0 => node.threshold() == LEAF_THRESHOLD,
                 offset => at + offset + 1 < len,
@@ -387,7 +433,7 @@ impl<L: Layout> Forest<L> {
             roots,
             depths,
             group_depths,
-            num_features,
+            shape,
         })
     }
 
@@ -396,14 +442,14 @@ impl<L: Layout> Forest<L> {
     ///
     /// # Safety
     ///
-    /// `at` must index `self.nodes`, `self.num_features` must not be 0, and
-    /// `keys` must hold at least `row_keys(num_features) - ROW_LANES + 1`
-    /// keys.
+    /// `at` must index `self.nodes`, the model must have features, and
+    /// `keys` must be a single expanded row or the keys of a group from a
+    /// lane's start on.
     #[inline(always)]
     unsafe fn step(&self, at: usize, keys: &[u32]) -> usize {
         // SAFETY: the caller keeps `at` inside `nodes`; `Forest::new`
-        // checked that with features every key offset is at most
-        // `row_keys - ROW_LANES`, which the caller's `keys` cover.
+        // checked that with features every node's key lies inside a single
+        // row and inside every lane's part of a group, which `keys` is.
         let node = unsafe { self.nodes.get_unchecked(at) };
         let x = unsafe { *keys.get_unchecked(node.feature()) };
         // Left iff x < threshold, as in XGBoost. No branches: which way a
@@ -422,9 +468,9 @@ impl<L: Layout> Forest<L> {
         keys: &[u32],
         depth: u32,
     ) -> [usize; N] {
-        assert!(keys.len() == row_keys(self.num_features));
+        assert!(keys.len() == self.shape.row_keys);
         assert!(at.iter().all(|&a| a < self.nodes.len()));
-        assert!(depth == 0 || self.num_features > 0);
+        assert!(depth == 0 || self.shape.num_features > 0);
         for _ in 0..depth {
             for a in at.iter_mut() {
                 // SAFETY: `*a` starts inside `nodes` (checked above) and
@@ -440,26 +486,26 @@ impl<L: Layout> Forest<L> {
     /// expanded rows, and returns the leaves reached.
     #[inline(always)]
     fn descend_rows(&self, root: usize, keys: &[u32], depth: u32) -> [usize; ROW_LANES] {
-        assert!(keys.len() == row_keys(self.num_features));
+        assert!(keys.len() == self.shape.group_keys);
         assert!(root < self.nodes.len());
         let mut at = [root; ROW_LANES];
         if depth == 0 {
             return at;
         }
-        assert!(self.num_features > 0);
+        assert!(self.shape.num_features > 0);
         // Every row starts at the root: its fields are read once for all.
         let node = self.nodes[root];
         for (lane, a) in at.iter_mut().enumerate() {
-            // SAFETY: as in `step`, with the lane's keys starting at
-            // `keys[lane]`.
-            let x = unsafe { *keys.get_unchecked(node.feature() + lane) };
+            // SAFETY: as in `step`, for the lane's part of the group.
+            let x = unsafe { *keys.get_unchecked(self.shape.lane_start(lane) + node.feature()) };
             *a = root + (node.offset() + (x >= node.threshold()) as usize);
         }
         let level = |at: &mut [usize; ROW_LANES]| {
             for (lane, a) in at.iter_mut().enumerate() {
-                // SAFETY: as in `descend_trees`; lane `lane`'s keys start at
-                // `keys[lane]`, which leaves `row_keys - lane` of them.
-                *a = unsafe { self.step(*a, keys.get_unchecked(lane..)) };
+                // SAFETY: as in `descend_trees`, for the keys of the group
+                // from the lane's start on.
+                let lane_keys = unsafe { keys.get_unchecked(self.shape.lane_start(lane)..) };
+                *a = unsafe { self.step(*a, lane_keys) };
             }
         };
         // Two levels per iteration spare the register shuffle that a
@@ -472,6 +518,14 @@ impl<L: Layout> Forest<L> {
             level(&mut at);
         }
         at
+    }
+
+    /// The margin of one row, starting from `base`.
+    fn row_margin(&self, base: f32, row: &[f32]) -> f32 {
+        with_scratch(self.shape.row_keys, |keys| {
+            expand_row(row, keys, L::STRIDE);
+            self.margin(base, keys)
+        })
     }
 
     /// The margin of one row expanded by [`expand_row`], starting from
@@ -493,15 +547,44 @@ impl<L: Layout> Forest<L> {
         margin
     }
 
+    /// Scores of whole rows of `num_features` values in `rows`, written
+    /// through `transform` into `out`, block by block.
+    fn batch(&self, base: f32, rows: &[f32], out: &mut [f32], transform: impl Fn(f32) -> f32) {
+        let width = self.shape.num_features;
+        let group_keys = self.shape.group_keys;
+        let groups = BLOCK_ROWS.min(out.len()).div_ceil(ROW_LANES);
+        with_scratch(group_keys * groups, |keys| {
+            for (block, scores) in rows
+                .chunks(BLOCK_ROWS * width)
+                .zip(out.chunks_mut(BLOCK_ROWS))
+            {
+                let n = scores.len();
+                let keys = &mut keys[..n.div_ceil(ROW_LANES) * group_keys];
+                for (g, group) in keys.chunks_exact_mut(group_keys).enumerate() {
+                    for lane in 0..ROW_LANES {
+                        // A last, partial group repeats its last row; those
+                        // lanes' scores are dropped.
+                        let r = (g * ROW_LANES + lane).min(n - 1);
+                        let lane_keys = &mut group[self.shape.lane_start(lane)..];
+                        expand_row(&block[r * width..(r + 1) * width], lane_keys, L::STRIDE);
+                    }
+                }
+                self.block_margins(base, keys, scores);
+                for score in scores.iter_mut() {
+                    *score = transform(*score);
+                }
+            }
+        });
+    }
+
     /// Margins, starting from `base`, of up to `BLOCK_ROWS` rows given as
-    /// groups of `ROW_LANES` interleaved expanded rows; tree by tree, so
-    /// that each tree's nodes are fetched once for the block.
+    /// groups of `ROW_LANES` expanded rows; tree by tree, so that each
+    /// tree's nodes are fetched once for the block.
     fn block_margins(&self, base: f32, keys: &[u32], margins: &mut [f32]) {
-        let group_keys = row_keys(self.num_features);
         margins.fill(base);
         for (&root, &depth) in self.roots.iter().zip(&self.depths) {
             for (group, sums) in keys
-                .chunks_exact(group_keys)
+                .chunks_exact(self.shape.group_keys)
                 .zip(margins.chunks_mut(ROW_LANES))
             {
                 let leaves = self.descend_rows(root, group, depth);
@@ -532,17 +615,17 @@ impl Trees {
         }
     }
 
-    fn margin(&self, base: f32, keys: &[u32]) -> f32 {
+    fn row_margin(&self, base: f32, row: &[f32]) -> f32 {
         match self {
-            Trees::Compact(forest) => forest.margin(base, keys),
-            Trees::Wide(forest) => forest.margin(base, keys),
+            Trees::Compact(forest) => forest.row_margin(base, row),
+            Trees::Wide(forest) => forest.row_margin(base, row),
         }
     }
 
-    fn block_margins(&self, base: f32, keys: &[u32], margins: &mut [f32]) {
+    fn batch(&self, base: f32, rows: &[f32], out: &mut [f32], transform: impl Fn(f32) -> f32) {
         match self {
-            Trees::Compact(forest) => forest.block_margins(base, keys, margins),
-            Trees::Wide(forest) => forest.block_margins(base, keys, margins),
+            Trees::Compact(forest) => forest.batch(base, rows, out, transform),
+            Trees::Wide(forest) => forest.batch(base, rows, out, transform),
         }
     }
 
@@ -591,9 +674,9 @@ impl XgbModel {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, LoadError> {
         if is_gzip(bytes) {
             let document = unpack_gzip(bytes)?;
-            return Self::from_document(&document, true);
+            return Self::from_document(&document);
         }
-        Self::from_document(bytes, false)
+        Self::from_document(bytes)
     }
 
     /// Reads and loads a model file; see [`XgbModel::from_bytes`].
@@ -616,6 +699,7 @@ impl XgbModel {
         self.num_features
     }
 
+    /// Trees in the ensemble (boosting rounds times parallel trees).
     pub fn num_trees(&self) -> usize {
         match &self.trees {
             Trees::Compact(forest) => forest.roots.len(),
@@ -623,6 +707,7 @@ impl XgbModel {
         }
     }
 
+    /// The objective, which decides how margins become scores.
     pub fn objective(&self) -> Objective {
         self.objective
     }
@@ -641,11 +726,8 @@ impl XgbModel {
             row.len(),
             self.num_features
         );
-        let margin = with_scratch(row_keys(row.len()), |keys| {
-            expand_row(row, keys);
-            self.trees.margin(self.base_margin, keys)
-        });
-        self.objective.transform(margin)
+        self.objective
+            .transform(self.trees.row_margin(self.base_margin, row))
     }
 
     /// Scores rows laid out one after another in `rows` into `out`, one score
@@ -669,32 +751,15 @@ impl XgbModel {
             out.fill(self.predict_row(&[]));
             return;
         }
-        let group_keys = row_keys(width);
-        let groups = BLOCK_ROWS.min(out.len()).div_ceil(ROW_LANES);
-        with_scratch(group_keys * groups, |keys| {
-            for (block, scores) in rows
-                .chunks(BLOCK_ROWS * width)
-                .zip(out.chunks_mut(BLOCK_ROWS))
-            {
-                let n = scores.len();
-                let keys = &mut keys[..n.div_ceil(ROW_LANES) * group_keys];
-                for (g, group) in keys.chunks_exact_mut(group_keys).enumerate() {
-                    for lane in 0..ROW_LANES {
-                        // A last, partial group repeats its last row; those
-                        // lanes' scores are dropped.
-                        let r = (g * ROW_LANES + lane).min(n - 1);
-                        expand_row(&block[r * width..(r + 1) * width], &mut group[lane..]);
-                    }
-                }
-                self.trees.block_margins(self.base_margin, keys, scores);
-                for score in scores.iter_mut() {
-                    *score = self.objective.transform(*score);
-                }
-            }
+        let objective = self.objective;
+        self.trees.batch(self.base_margin, rows, out, |margin| {
+            objective.transform(margin)
         });
     }
 
-    fn from_document(bytes: &[u8], from_archive: bool) -> Result<Self, LoadError> {
+    /// Loads a bare JSON or UBJSON document (a gzip stream here can only be
+    /// an archive's member).
+    fn from_document(bytes: &[u8]) -> Result<Self, LoadError> {
         let raw: RawDocument = match sniff(bytes) {
             Sniffed::Json => {
                 serde_json::from_slice(strip_bom(bytes)).map_err(|e| LoadError::Parse {
@@ -706,22 +771,22 @@ impl XgbModel {
                 format: "UBJSON",
                 message: e.to_string(),
             })?,
-            Sniffed::Gzip if from_archive => {
+            Sniffed::Gzip => {
                 return Err(LoadError::Archive(
                     "the archive member is itself gzip-compressed; expected a JSON or UBJSON \
                      model"
                         .into(),
                 ));
             }
-            Sniffed::Gzip => unreachable!("archives are unpacked before sniffing"),
             Sniffed::Empty => return Err(LoadError::Format("the model file is empty".into())),
             Sniffed::Pickle => {
-                return Err(LoadError::Format(format!(
+                return Err(LoadError::Format(
                     "this is a Python pickle (as older SageMaker XGBoost containers wrote), not \
-                     an XGBoost model file; unpickle the Booster with the xgboost that saved it \
-                     and save it as JSON or UBJSON, e.g. `booster.save_model(\"model.json\")`; \
-                     {RESAVE_HINT}"
-                )));
+                     an XGBoost model file: unpickle the Booster with the xgboost version that \
+                     saved it and save it as JSON or UBJSON, e.g. \
+                     `booster.save_model(\"model.json\")`"
+                        .into(),
+                ));
             }
             Sniffed::Other => {
                 return Err(LoadError::Format(format!(
@@ -1064,7 +1129,8 @@ fn build(raw: RawDocument) -> Result<XgbModel, LoadError> {
         "dart" => {
             return Err(LoadError::Unsupported(
                 "booster `dart` is not supported (its trees carry drop-out weights). Train \
-                 with booster=\"gbtree\" and save that model with `booster.save_model(\"model.json\")`"
+                 with booster=\"gbtree\" and save that model with \
+                 `booster.save_model(\"model.json\")`"
                     .into(),
             ));
         }
@@ -1360,7 +1426,7 @@ impl Flattener {
                 num_features
             };
             self.nodes.push(FlatNode {
-                feature: ((feature as usize + missing_right) * ROW_LANES) as u32,
+                feature: (feature as usize + missing_right) as u32,
                 threshold: key(value),
                 // children[1] == children[0] + 1: both were queued together.
                 offset: children[0] - here,
@@ -1641,6 +1707,122 @@ mod tests {
         }
     }
 
+    /// A random tree of at most `max_depth` levels, as xgboost lays trees
+    /// out (node ids in creation order), with thresholds and leaf values
+    /// drawn from `values`.
+    fn random_tree(rng: &mut Lcg, width: usize, max_depth: usize, values: &[f32]) -> Value {
+        let (mut left, mut right, mut feature, mut cond, mut dl) = (
+            vec![-1i64],
+            vec![-1i64],
+            vec![0i64],
+            vec![0.0f32],
+            vec![0u8],
+        );
+        let mut open = vec![(0usize, 0usize)];
+        while let Some((id, depth)) = open.pop() {
+            let pick = values[rng.next() as usize % values.len()];
+            if depth == max_depth || rng.next().is_multiple_of(4) {
+                cond[id] = pick;
+                continue;
+            }
+            feature[id] = (rng.next() as usize % width) as i64;
+            cond[id] = pick;
+            dl[id] = (rng.next() % 2) as u8;
+            let first = cond.len();
+            left[id] = first as i64;
+            right[id] = first as i64 + 1;
+            for child in [first, first + 1] {
+                open.push((child, depth + 1));
+                left.push(-1);
+                right.push(-1);
+                feature.push(0);
+                cond.push(0.0);
+                dl.push(0);
+            }
+        }
+        let mut t = tree(&left, &right, &feature, &cond, &dl);
+        t["tree_param"]["num_feature"] = json!(width.to_string());
+        t
+    }
+
+    /// XGBoost's rule, straight from the document: left iff `x < condition`,
+    /// missing values by `default_left`, leaves summed in tree order.
+    fn reference_margin(doc: &Value, row: &[f32]) -> f32 {
+        let trees = doc["learner"]["gradient_booster"]["model"]["trees"]
+            .as_array()
+            .unwrap();
+        let mut margin = 0.0f32;
+        for t in trees {
+            let get = |key: &str, i: usize| t[key][i].as_f64().unwrap();
+            let mut node = 0;
+            while get("left_children", node) >= 0.0 {
+                let x = row[get("split_indices", node) as usize];
+                let go_left = if x.is_nan() {
+                    get("default_left", node) != 0.0
+                } else {
+                    x < get("split_conditions", node) as f32
+                };
+                let child = if go_left {
+                    "left_children"
+                } else {
+                    "right_children"
+                };
+                node = get(child, node) as usize;
+            }
+            margin += get("split_conditions", node) as f32;
+        }
+        margin
+    }
+
+    #[test]
+    fn random_models_match_the_reference_rule() {
+        let values = [
+            0.0, -0.0, 1.0, -1.0, 0.5, -2.5, 1e-40, -1e-40, 3.4e38, -3.4e38, 1e-7, 100.0,
+        ];
+        let inputs = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.5,
+            0.49999997,
+            -2.5,
+            1e-40,
+            -1e-40,
+            f32::MIN_POSITIVE,
+            3.4e38,
+            -3.4e38,
+            7.0,
+        ];
+        let mut rng = Lcg(2024);
+        let shapes = [(1, 1), (2, 2), (3, 3), (9, 6), (40, 10), (5000, 5), (7, 13)];
+        for (width, depth) in shapes {
+            let n_trees = 1 + (rng.next() % 40) as usize;
+            let trees: Vec<Value> = (0..n_trees)
+                .map(|_| random_tree(&mut rng, width, depth, &values))
+                .collect();
+            let mut doc = model("reg:squarederror", "0E0", trees);
+            doc["learner"]["learner_model_param"]["num_feature"] = json!(width.to_string());
+            doc["learner"]["feature_names"] = json!([]);
+            let m = load(&doc).unwrap();
+            let n_rows = 77;
+            let rows: Vec<f32> = (0..n_rows * width)
+                .map(|_| inputs[rng.next() as usize % inputs.len()])
+                .collect();
+            let mut batch = vec![0.0; n_rows];
+            m.predict_batch(&rows, &mut batch);
+            for (i, row) in rows.chunks(width).enumerate() {
+                let want = reference_margin(&doc, row);
+                let single = m.predict_row(row);
+                assert_eq!(single.to_bits(), want.to_bits(), "width {width} row {i}");
+                assert_eq!(batch[i].to_bits(), want.to_bits(), "width {width} row {i}");
+            }
+        }
+    }
+
     #[test]
     fn logistic_objectives_start_from_the_logit_of_base_score() {
         for objective in ["binary:logistic", "reg:logistic"] {
@@ -1715,6 +1897,26 @@ mod tests {
             assert!(same, "batch of {batch}");
         }
         m.predict_batch(&[], &mut []);
+    }
+
+    #[test]
+    fn featureless_models_score_their_leaves() {
+        let featureless = |mut t: Value| {
+            t["tree_param"]["num_feature"] = json!("0");
+            t
+        };
+        let trees = vec![featureless(leaf(0.25)), featureless(leaf(0.5))];
+        let mut doc = model("reg:squarederror", "1E0", trees);
+        doc["learner"]["learner_model_param"]["num_feature"] = json!("0");
+        doc["learner"]["feature_names"] = json!([]);
+        let m = load(&doc).unwrap();
+        assert_eq!(m.predict_row(&[]), 1.75);
+        let mut out = [0.0; 3];
+        m.predict_batch(&[], &mut out);
+        assert_eq!(out, [1.75; 3]);
+        doc["learner"]["gradient_booster"]["model"]["trees"][0] = featureless(stump(0));
+        let err = load_err(&doc);
+        assert!(err.contains("feature 0, but the model has 0"), "{err}");
     }
 
     #[test]
@@ -2082,6 +2284,8 @@ mod tests {
             let _ = m.predict_row(&row);
             let nan = vec![f32::NAN; m.num_features()];
             let _ = m.predict_row(&nan);
+            let rows = vec![-0.5; 9 * m.num_features()];
+            m.predict_batch(&rows, &mut [0.0; 9]);
         }
     }
 
