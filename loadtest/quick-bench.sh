@@ -7,8 +7,12 @@ cd "$(dirname "$0")/.."
 duration="${1:-10s}"
 rounds="${2:-2}"
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
-cargo build --release --quiet --bin infergate
-bin=./target/release/infergate
+# BENCH_BIN: a binary to measure instead of building one.
+bin="${BENCH_BIN:-}"
+if [[ -z "$bin" ]]; then
+    cargo build --release --quiet --bin infergate
+    bin=./target/release/infergate
+fi
 key="bench-$(date +%s%N)"
 port=18181
 run_gateway() {   # $@: extra environment

@@ -197,7 +197,7 @@ impl Default for CacheConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Only "embedded" for now.
+    /// `embedded` (in-process XGBoost) or `sagemaker` (an endpoint, via the AWS SDK).
     pub kind: ModelKind,
     /// Model file; `None` = the compiled-in fraud model.
     pub path: Option<PathBuf>,
@@ -205,6 +205,7 @@ pub struct ModelConfig {
     pub decline_threshold: f32,
     /// Threads evaluating the embedded model; 0 = one per core.
     pub threads: usize,
+    pub sagemaker: SageMakerConfig,
 }
 
 impl Default for ModelConfig {
@@ -215,6 +216,7 @@ impl Default for ModelConfig {
             review_threshold: 0.5,
             decline_threshold: 0.9,
             threads: 0,
+            sagemaker: SageMakerConfig::default(),
         }
     }
 }
@@ -222,6 +224,88 @@ impl Default for ModelConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
+    Embedded,
+    Sagemaker,
+}
+
+/// A SageMaker endpoint as the model (`model.kind = "sagemaker"`). Credentials and, unless set
+/// here, the region come from the standard AWS chain (environment, profile, instance role).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SageMakerConfig {
+    pub endpoint_name: String,
+    pub region: Option<String>,
+    /// Override of the service address (tests, VPC endpoints); `AWS_ENDPOINT_URL` works too.
+    pub endpoint_url: Option<String>,
+    /// Request and answer format: `text/csv` (rows of features) or `application/json`
+    /// (`{"instances": [[...]]}` -> `{"predictions": [{"score": ...}]}`).
+    pub content_type: Codec,
+    pub target_model: Option<String>,
+    pub target_variant: Option<String>,
+    pub custom_attributes: Option<String>,
+    /// Per-call timeout.
+    pub timeout_ms: u64,
+    /// Largest request body; larger batches are split into several calls.
+    pub max_payload_bytes: usize,
+    /// Attempts per call (1 = no retries); retries stop at the rows' deadline anyway.
+    pub max_attempts: u32,
+    /// First retry waits up to this (full jitter), doubling per attempt...
+    pub retry_base_ms: u64,
+    /// ...up to this.
+    pub retry_max_ms: u64,
+    /// Consecutive failed calls that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker fails fast before letting one trial call through.
+    pub breaker_cooldown_ms: u64,
+    /// `"embedded"`: answer from the embedded model while the endpoint fails.
+    pub fallback: Option<Fallback>,
+    /// The endpoint's features, in its order; default: the embedded model's.
+    pub features: Option<Vec<String>>,
+}
+
+impl Default for SageMakerConfig {
+    fn default() -> Self {
+        Self {
+            endpoint_name: String::new(),
+            region: None,
+            endpoint_url: None,
+            content_type: Codec::Csv,
+            target_model: None,
+            target_variant: None,
+            custom_attributes: None,
+            timeout_ms: 2_000,
+            max_payload_bytes: 6 * 1024 * 1024,
+            max_attempts: 3,
+            retry_base_ms: 25,
+            retry_max_ms: 1_000,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 10_000,
+            fallback: None,
+            features: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Codec {
+    #[serde(rename = "text/csv")]
+    Csv,
+    #[serde(rename = "application/json")]
+    Json,
+}
+
+impl Codec {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Self::Csv => "text/csv",
+            Self::Json => "application/json",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
     Embedded,
 }
 
@@ -366,6 +450,22 @@ impl Config {
                 "`model.review_threshold` ({}) must be <= `model.decline_threshold` ({})",
                 m.review_threshold, m.decline_threshold
             ));
+        }
+        if m.kind == ModelKind::Sagemaker {
+            let sm = &m.sagemaker;
+            if sm.endpoint_name.is_empty() {
+                errors.push(
+                    "`model.sagemaker.endpoint_name` is required when `model.kind = \"sagemaker\"`"
+                        .to_owned(),
+                );
+            }
+            if sm.timeout_ms == 0 || sm.max_attempts == 0 || sm.max_payload_bytes < 1024 {
+                errors.push(
+                    "`model.sagemaker`: `timeout_ms` and `max_attempts` must be > 0, \
+                     `max_payload_bytes` >= 1024"
+                        .to_owned(),
+                );
+            }
         }
         let b = &self.batching;
         for (key, value, min, max) in [

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
 #[tokio::main]
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     telemetry::prometheus();
-    let gateway = Gateway::build(&config)?;
+    let gateway = Gateway::build(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.bind))?;

@@ -24,9 +24,11 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api;
-use crate::config::{Config, ModelKind};
+use crate::config::{Config, Fallback, ModelKind};
+use crate::domain::FeatureLayout;
 use crate::error::{ApiError, ErrorKind};
 use crate::middleware::auth::{Auth, AuthConfigError};
+use crate::model::sagemaker::{self, SageMakerModel};
 use crate::model::{EmbeddedModel, Model, embedded::EmbeddedError};
 use crate::pipeline::Pipeline;
 use crate::state::AppState;
@@ -38,6 +40,8 @@ pub enum StartError {
     Model(#[from] EmbeddedError),
     #[error(transparent)]
     Auth(#[from] AuthConfigError),
+    #[error("`model.sagemaker.features`: {0}")]
+    Features(String),
 }
 
 /// A built gateway, not yet serving: the shared state and the tasks it started.
@@ -48,17 +52,12 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Loads the model and starts the pipeline. Must run inside a tokio runtime.
-    pub fn build(config: &Config) -> Result<Self, StartError> {
+    /// Loads the model (or connects the SageMaker client) and starts the pipeline. Must run
+    /// inside a tokio runtime.
+    pub async fn build(config: &Config) -> Result<Self, StartError> {
         let auth = Auth::from_config(config, |name| std::env::var(name).ok())?;
-        let threads = config.model_threads();
-        let model: Arc<dyn Model> = match config.model.kind {
-            ModelKind::Embedded => Arc::new(match &config.model.path {
-                Some(path) => EmbeddedModel::from_path(path, threads)?,
-                None => EmbeddedModel::default_model(threads)?,
-            }),
-        };
-        tracing::info!(model = model.label(), "model loaded");
+        let model = build_model(config, None).await?;
+        tracing::info!(model = model.label(), "model ready");
         Ok(Self::with_model(config, model, auth))
     }
 
@@ -166,6 +165,45 @@ async fn serve_connections(
         }
     }
     Ok(())
+}
+
+/// The configured model. For SageMaker, `client` replaces the one built from the AWS chain
+/// (tests pass one with static credentials).
+pub async fn build_model(
+    config: &Config,
+    client: Option<aws_sdk_sagemakerruntime::Client>,
+) -> Result<Arc<dyn Model>, StartError> {
+    let threads = config.model_threads();
+    let embedded = || -> Result<EmbeddedModel, StartError> {
+        Ok(match &config.model.path {
+            Some(path) => EmbeddedModel::from_path(path, threads)?,
+            None => EmbeddedModel::default_model(threads)?,
+        })
+    };
+    Ok(match config.model.kind {
+        ModelKind::Embedded => Arc::new(embedded()?),
+        ModelKind::Sagemaker => {
+            let sm = &config.model.sagemaker;
+            // The local model both gives the endpoint's feature order (unless configured) and
+            // answers while the endpoint fails, when asked to.
+            let local = embedded()?;
+            let layout = match &sm.features {
+                Some(names) => {
+                    FeatureLayout::from_model(names, names.len()).map_err(StartError::Features)?
+                }
+                None => local.layout().clone(),
+            };
+            let fallback: Option<Arc<dyn Model>> = match sm.fallback {
+                Some(Fallback::Embedded) => Some(Arc::new(local)),
+                None => None,
+            };
+            let client = match client {
+                Some(client) => client,
+                None => sagemaker::client(sm).await,
+            };
+            Arc::new(SageMakerModel::new(client, sm.clone(), layout, fallback))
+        }
+    })
 }
 
 /// The router with the one middleware stack. `ServiceBuilder` runs top to bottom for a request.

@@ -435,6 +435,7 @@ async fn a_model_whose_features_cannot_be_derived_refuses_to_start() {
     let mut config = Config::default();
     config.model.path = Some(path.clone());
     let err = infergate::Gateway::build(&config)
+        .await
         .err()
         .expect("refused")
         .to_string();

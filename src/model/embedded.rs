@@ -11,9 +11,10 @@ use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::xgboost::{LoadError, XgbModel};
-use super::{Model, ModelError, PredictFuture};
+use super::{Answer, Model, ModelError, PredictFuture};
 use crate::domain::{FeatureLayout, FeatureRow};
 
 /// The default model, compiled into the binary so that it scores from any directory.
@@ -48,7 +49,7 @@ pub struct EmbeddedModel {
     jobs: Option<std_mpsc::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
     layout: FeatureLayout,
-    label: String,
+    label: Arc<str>,
     num_trees: usize,
 }
 
@@ -92,7 +93,7 @@ impl EmbeddedModel {
         // The version is the artifact's content hash, so two replicas with the same file agree
         // and a retrained model never shares cache entries with its predecessor.
         let digest = Sha256::digest(bytes);
-        let label = format!("{name}@{}", hex::encode(&digest[..6]));
+        let label = Arc::from(format!("{name}@{}", hex::encode(&digest[..6])));
         let num_trees = model.num_trees();
         Ok(Self::start(
             Arc::new(model),
@@ -106,7 +107,7 @@ impl EmbeddedModel {
     fn start(
         model: Arc<XgbModel>,
         layout: FeatureLayout,
-        label: String,
+        label: Arc<str>,
         num_trees: usize,
         threads: usize,
     ) -> Self {
@@ -170,7 +171,7 @@ fn model_thread(model: &XgbModel, jobs: &Mutex<std_mpsc::Receiver<Job>>) {
 }
 
 impl Model for EmbeddedModel {
-    fn predict<'a>(&'a self, rows: &'a [FeatureRow]) -> PredictFuture<'a> {
+    fn predict<'a>(&'a self, rows: &'a [FeatureRow], _deadline: Instant) -> PredictFuture<'a> {
         Box::pin(async move {
             let mut flat = Vec::with_capacity(rows.len() * self.layout.len());
             for row in rows {
@@ -186,9 +187,13 @@ impl Model for EmbeddedModel {
             if !matches!(sent, Some(Ok(()))) {
                 return Err(ModelError::Unavailable("the model threads stopped".into()));
             }
-            answer
+            let scores = answer
                 .await
-                .map_err(|_| ModelError::Unavailable("a model thread panicked".into()))
+                .map_err(|_| ModelError::Unavailable("a model thread panicked".into()))?;
+            Ok(Answer {
+                scores,
+                model: Arc::clone(&self.label),
+            })
         })
     }
 
@@ -243,7 +248,7 @@ mod tests {
             FeatureRow([900.0, 20.0, 3.0, 5967.0, 0.0, 1.0, 9000.0, 6.0, 14.0]),
             FeatureRow([f32::NAN; 9]),
         ];
-        let scores = model.predict(&rows).await.unwrap();
+        let scores = model.predict(&rows, Instant::now()).await.unwrap().scores;
         assert_eq!(scores.len(), 3);
         for (row, score) in rows.iter().zip(&scores) {
             let mut flat = Vec::new();

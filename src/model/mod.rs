@@ -1,25 +1,36 @@
 //! Models the pipeline can call. The pipeline holds one as `Arc<dyn Model>` and never knows
-//! which: the embedded XGBoost evaluator today, a SageMaker endpoint later.
+//! which: the embedded XGBoost evaluator or a SageMaker endpoint.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::time::Instant;
 
 use crate::domain::{FeatureLayout, FeatureRow};
 
 pub mod embedded;
+pub mod sagemaker;
 pub mod ubjson;
 pub mod xgboost;
 
 pub use embedded::EmbeddedModel;
 
+/// A batch's scores and the model that produced them (a fallback may answer for another).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub scores: Vec<f32>,
+    pub model: Arc<str>,
+}
+
 /// The future a model returns for one batch.
-pub type PredictFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Vec<f32>, ModelError>> + Send + 'a>>;
+pub type PredictFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, ModelError>> + Send + 'a>>;
 
 /// A scorer of feature rows.
 pub trait Model: Send + Sync + 'static {
-    /// Scores a batch; the result has one score per row, in order.
-    fn predict<'a>(&'a self, rows: &'a [FeatureRow]) -> PredictFuture<'a>;
+    /// Scores a batch; the answer has one score per row, in order. Work past `deadline` (the
+    /// earliest of the rows') is wasted: its callers have been answered already.
+    fn predict<'a>(&'a self, rows: &'a [FeatureRow], deadline: Instant) -> PredictFuture<'a>;
 
     /// What answered, as reported in each score's `model` field (`name@version`).
     fn label(&self) -> &str;

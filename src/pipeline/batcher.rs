@@ -110,24 +110,28 @@ async fn run_batch(model: Arc<dyn Model>, batch: Vec<Entry>) {
     let rows: Vec<FeatureRow> = batch.iter().map(|e| e.row).collect();
     metrics::counter!("infergate_model_calls_total", "model" => model.label().to_owned())
         .increment(1);
-    let result = model.predict(&rows).await;
+    let deadline = batch
+        .iter()
+        .map(|e| e.deadline)
+        .min()
+        .expect("a batch is never empty. This is a bug.");
+    let result = model.predict(&rows, deadline).await;
     metrics::histogram!("infergate_model_duration_seconds").record(started.elapsed().as_secs_f64());
     let outcome = match result {
-        Ok(scores) if scores.len() == rows.len() => Ok(scores),
-        Ok(scores) => Err(ModelError::CountMismatch {
+        Ok(answer) if answer.scores.len() == rows.len() => Ok(answer),
+        Ok(answer) => Err(ModelError::CountMismatch {
             expected: rows.len(),
-            got: scores.len(),
+            got: answer.scores.len(),
         }),
         Err(e) => Err(e),
     };
     match outcome {
-        Ok(scores) => {
-            let label: Arc<str> = Arc::from(model.label());
-            metrics::counter!("infergate_rows_scored_total").increment(scores.len() as u64);
-            for (entry, score) in batch.into_iter().zip(scores) {
+        Ok(answer) => {
+            metrics::counter!("infergate_rows_scored_total").increment(answer.scores.len() as u64);
+            for (entry, score) in batch.into_iter().zip(answer.scores) {
                 let _ = entry.reply.send(Ok(Scored {
                     score,
-                    model: Arc::clone(&label),
+                    model: Arc::clone(&answer.model),
                 }));
             }
         }

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use tokio::sync::Semaphore;
 
 use super::*;
-use crate::model::PredictFuture;
+use crate::model::{Answer, PredictFuture};
 
 #[derive(Default)]
 struct FakeModel {
@@ -37,7 +37,7 @@ impl FakeModel {
 }
 
 impl Model for FakeModel {
-    fn predict<'a>(&'a self, rows: &'a [FeatureRow]) -> PredictFuture<'a> {
+    fn predict<'a>(&'a self, rows: &'a [FeatureRow], _deadline: Instant) -> PredictFuture<'a> {
         Box::pin(async move {
             self.batches
                 .lock()
@@ -50,7 +50,10 @@ impl Model for FakeModel {
             if self.fail {
                 return Err(ModelError::Unavailable("endpoint down".into()));
             }
-            Ok(rows.iter().map(|r| r.0[0] / 100.0).collect())
+            Ok(Answer {
+                scores: rows.iter().map(|r| r.0[0] / 100.0).collect(),
+                model: Arc::from("fake@1"),
+            })
         })
     }
 

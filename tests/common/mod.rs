@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use infergate::domain::FeatureRow;
 use infergate::middleware::auth::Auth;
-use infergate::model::{Model, ModelError, PredictFuture};
+use infergate::model::{Answer, Model, ModelError, PredictFuture};
 use infergate::{Config, Gateway};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot};
@@ -77,7 +77,7 @@ impl Drop for TestApp {
 /// The gateway on the embedded default model.
 pub async fn spawn_app(config: Config) -> TestApp {
     infergate::telemetry::prometheus();
-    let gateway = Gateway::build(&config).expect("the gateway builds");
+    let gateway = Gateway::build(&config).await.expect("the gateway builds");
     serve(gateway).await
 }
 
@@ -174,7 +174,11 @@ impl TestModel {
 }
 
 impl Model for TestModel {
-    fn predict<'a>(&'a self, rows: &'a [FeatureRow]) -> PredictFuture<'a> {
+    fn predict<'a>(
+        &'a self,
+        rows: &'a [FeatureRow],
+        _deadline: tokio::time::Instant,
+    ) -> PredictFuture<'a> {
         Box::pin(async move {
             *self.calls.lock().unwrap() += 1;
             if let Some(gate) = &self.gate {
@@ -191,7 +195,10 @@ impl Model for TestModel {
                     return Err(ModelError::Unavailable("the test model fails".into()));
                 }
             }
-            Ok(vec![0.5; rows.len()])
+            Ok(Answer {
+                scores: vec![0.5; rows.len()],
+                model: Arc::from(self.label()),
+            })
         })
     }
 

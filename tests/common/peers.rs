@@ -1,0 +1,199 @@
+//! Wire peers for the SageMaker backend: moto's server (a real SageMaker Runtime wire
+//! implementation) and a fault-injecting endpoint that answers as SageMaker does when it
+//! throttles, fails, stalls or talks nonsense.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::json;
+
+use super::test_venv_bin;
+
+/// moto's server on a free loopback port, stopped on drop.
+pub struct Moto {
+    pub url: String,
+    child: Child,
+}
+
+impl Moto {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(test_venv_bin("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let moto = Self {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            if let Ok(r) = client.get(format!("{}/moto-api/", moto.url)).send().await
+                && r.status() == 200
+            {
+                return moto;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("moto_server did not answer on {} within 15 s", moto.url);
+    }
+
+    /// Queues canned InvokeEndpoint answers (moto answers from this queue, in order).
+    pub async fn queue_results(&self, bodies: &[&str]) {
+        let results: Vec<_> = bodies
+            .iter()
+            .map(|body| {
+                json!({"Body": body, "ContentType": "text/csv",
+                       "InvokedProductionVariant": "AllTraffic", "CustomAttributes": ""})
+            })
+            .collect();
+        let response = reqwest::Client::new()
+            .post(format!("{}/moto-api/static/sagemaker/endpoint-results", self.url))
+            .json(&json!({"results": results}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "moto took the canned results");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the fault-injecting endpoint does with one call.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer this body (`text/csv`).
+    Answer(String),
+    /// Answer one score per CSV row: `0.5`.
+    Echo,
+    Throttle,
+    /// A 5xx with SageMaker's error code for it.
+    ServerError,
+    /// The container failed: SageMaker's `ModelError` (424).
+    ModelError,
+    /// A `ValidationError` (400).
+    Invalid,
+    /// Wait, then answer like `Echo`.
+    Slow(Duration),
+    /// A 200 whose body is not scores.
+    Malformed,
+}
+
+#[derive(Default)]
+struct Script {
+    faults: Vec<Fault>,
+    calls: Vec<String>,
+}
+
+/// An in-process endpoint speaking SageMaker Runtime's wire API, following a script of faults;
+/// once the script is used up it repeats its last entry.
+pub struct FaultyEndpoint {
+    pub url: String,
+    script: Arc<Mutex<Script>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl FaultyEndpoint {
+    pub async fn start(faults: Vec<Fault>) -> Self {
+        let script = Arc::new(Mutex::new(Script {
+            faults,
+            calls: Vec::new(),
+        }));
+        let app = Router::new()
+            .route("/endpoints/{name}/invocations", post(invoke))
+            .with_state(Arc::clone(&script));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            url: format!("http://{addr}"),
+            script,
+            server,
+        }
+    }
+
+    /// The bodies received, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.script.lock().unwrap().calls.clone()
+    }
+
+    pub fn set_script(&self, faults: Vec<Fault>) {
+        self.script.lock().unwrap().faults = faults;
+    }
+}
+
+impl Drop for FaultyEndpoint {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn aws_error(status: u16, code: &str, extra: serde_json::Value) -> Response {
+    let mut body = json!({"message": format!("injected {code}")});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    let mut response = (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert("x-amzn-errortype", code.parse().unwrap());
+    response
+}
+
+fn echo(body: &str) -> Response {
+    let rows = body.lines().filter(|l| !l.trim().is_empty()).count();
+    let text: String = (0..rows).map(|_| "0.5\n").collect();
+    ([("content-type", "text/csv")], text).into_response()
+}
+
+async fn invoke(State(script): State<Arc<Mutex<Script>>>, _headers: HeaderMap, body: Bytes) -> Response {
+    let body = String::from_utf8_lossy(&body).into_owned();
+    let fault = {
+        let mut s = script.lock().unwrap();
+        s.calls.push(body.clone());
+        let n = s.calls.len();
+        s.faults
+            .get(n - 1)
+            .or(s.faults.last())
+            .cloned()
+            .unwrap_or(Fault::Echo)
+    };
+    match fault {
+        Fault::Answer(text) => ([("content-type", "text/csv")], text).into_response(),
+        Fault::Echo => echo(&body),
+        Fault::Throttle => aws_error(400, "ThrottlingException", json!({})),
+        Fault::ServerError => aws_error(503, "ServiceUnavailable", json!({})),
+        Fault::ModelError => aws_error(
+            424,
+            "ModelError",
+            json!({"OriginalStatusCode": 500, "OriginalMessage": "container crashed", "LogStreamArn": "arn:test"}),
+        ),
+        Fault::Invalid => aws_error(400, "ValidationError", json!({})),
+        Fault::Slow(delay) => {
+            tokio::time::sleep(delay).await;
+            echo(&body)
+        }
+        Fault::Malformed => ([("content-type", "text/csv")], "<html>oops</html>").into_response(),
+    }
+}
