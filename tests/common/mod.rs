@@ -2,6 +2,8 @@
 //! timing the test controls.
 #![allow(dead_code)]
 
+pub mod peers;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -62,7 +62,10 @@ impl Moto {
             })
             .collect();
         let response = reqwest::Client::new()
-            .post(format!("{}/moto-api/static/sagemaker/endpoint-results", self.url))
+            .post(format!(
+                "{}/moto-api/static/sagemaker/endpoint-results",
+                self.url
+            ))
             .json(&json!({"results": results}))
             .send()
             .await
@@ -167,7 +170,11 @@ fn echo(body: &str) -> Response {
     ([("content-type", "text/csv")], text).into_response()
 }
 
-async fn invoke(State(script): State<Arc<Mutex<Script>>>, _headers: HeaderMap, body: Bytes) -> Response {
+async fn invoke(
+    State(script): State<Arc<Mutex<Script>>>,
+    _headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let body = String::from_utf8_lossy(&body).into_owned();
     let fault = {
         let mut s = script.lock().unwrap();
