@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::config::CacheConfig;
 use crate::domain::FeatureRow;
+use crate::model::{RawAnswer, RawRequest};
 use crate::pipeline::{ScoreError, Scored};
 
 /// Identifies one scoring request.
@@ -165,3 +166,69 @@ fn count(hit: bool) {
 
 #[cfg(test)]
 mod tests;
+
+/// Cached answers to pass-through calls (bodies the gateway does not parse), keyed by a hash of
+/// the model version, content type, accepted type and body; bounded by total bytes.
+#[derive(Clone)]
+pub struct RawCache {
+    entries: Option<Cache<CacheKey, (Arc<RawAnswer>, Instant)>>,
+    ttl: Duration,
+}
+
+/// At most this many bytes of pass-through answers are cached.
+const RAW_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+impl RawCache {
+    pub fn new(config: &CacheConfig) -> Self {
+        let ttl = Duration::from_secs(config.ttl_s);
+        let entries = (config.max_entries > 0 && !ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(RAW_CACHE_BYTES)
+                .weigher(|_, (answer, _): &(Arc<RawAnswer>, Instant)| {
+                    u32::try_from(answer.body.len()).unwrap_or(u32::MAX)
+                })
+                .time_to_live(ttl)
+                .build()
+        });
+        Self { entries, ttl }
+    }
+
+    pub fn key(model_version: &str, request: &RawRequest<'_>) -> CacheKey {
+        let mut hasher = Sha256::new();
+        for part in [
+            model_version.as_bytes(),
+            request.content_type.as_bytes(),
+            request.accept.unwrap_or("").as_bytes(),
+            request.body,
+        ] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        hasher.finalize().into()
+    }
+
+    pub async fn get(&self, key: &CacheKey) -> Option<Arc<RawAnswer>> {
+        let entries = self.entries.as_ref()?;
+        let fresh = entries
+            .get(key)
+            .await
+            .filter(|(_, stored_at)| stored_at.elapsed() < self.ttl)
+            .map(|(answer, _)| answer);
+        count(fresh.is_some());
+        fresh
+    }
+
+    pub async fn insert(&self, key: CacheKey, answer: Arc<RawAnswer>) {
+        if let Some(entries) = &self.entries {
+            entries.insert(key, (answer, Instant::now())).await;
+        }
+    }
+}
+
+impl std::fmt::Debug for RawCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawCache")
+            .field("enabled", &self.entries.is_some())
+            .finish()
+    }
+}

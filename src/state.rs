@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::api::score::{Decision, Score};
-use crate::cache::{ScoreCache, Source};
+use crate::cache::{RawCache, ScoreCache, Source};
 use crate::config::{Config, LimitsConfig};
 use crate::domain::FeatureRow;
 use crate::middleware::auth::Auth;
@@ -15,6 +15,7 @@ use crate::pipeline::{Admit, Pipeline, ScoreError, Scored};
 pub struct AppState {
     pub pipeline: Pipeline,
     pub cache: ScoreCache,
+    pub raw_cache: RawCache,
     pub auth: Arc<Auth>,
     pub rate_limits: Arc<RateLimits>,
     pub thresholds: Thresholds,
@@ -47,6 +48,7 @@ impl AppState {
         Self {
             pipeline,
             cache: ScoreCache::new(&config.cache),
+            raw_cache: RawCache::new(&config.cache),
             auth: Arc::new(auth),
             rate_limits: Arc::new(RateLimits::from_config(config)),
             thresholds: Thresholds {

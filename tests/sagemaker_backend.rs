@@ -291,3 +291,35 @@ async fn large_batches_are_split_under_the_payload_limit() {
     assert_eq!(calls.iter().map(|b| b.lines().count()).sum::<usize>(), 40);
     app.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_content_types_pass_through_whole_and_are_cached_by_body() {
+    let endpoint =
+        FaultyEndpoint::start(vec![Fault::Answer("{\"predictions\":[0.42]}".into())]).await;
+    let app = gateway(&endpoint.url, |c| c.allow_anonymous = true).await;
+    let body = r#"{"instances":[[1,2,3]]}"#;
+    let invoke = |body: &'static str| {
+        app.client
+            .post(app.url("/endpoints/fraud-xgb/invocations"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    for _ in 0..2 {
+        let response = invoke(body).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["x-amzn-invoked-production-variant"],
+            "AllTraffic"
+        );
+        assert_eq!(response.text().await.unwrap(), "{\"predictions\":[0.42]}");
+    }
+    assert_eq!(
+        endpoint.calls(),
+        [body],
+        "passed whole, once: the repeat came from the cache"
+    );
+    invoke(r#"{"instances":[[4,5,6]]}"#).await.unwrap();
+    assert_eq!(endpoint.calls().len(), 2, "another body is another call");
+    app.stop().await.unwrap();
+}

@@ -14,9 +14,13 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use std::sync::Arc;
+
 use super::score::wants_refresh;
+use crate::cache::RawCache;
 use crate::error::{ErrorKind, PROBLEM_JSON, Problem};
 use crate::middleware::auth::Caller;
+use crate::model::RawRequest;
 use crate::pipeline::ScoreError;
 use crate::state::AppState;
 
@@ -181,7 +185,8 @@ pub fn csv_cost(body: &[u8]) -> u32 {
 /// hour_of_day, merchant_category, card_present, foreign, distance_from_home_km, tx_count_1h,
 /// tx_count_24h`), no header; an empty value is a missing value. The answer has one score per
 /// row, in order: a line each (`text/csv`), or `{"predictions": [{"score": ...}]}` for
-/// `Accept: application/json`. Any endpoint name is accepted.
+/// `Accept: application/json`. Any endpoint name is accepted. With a SageMaker backend, other
+/// content types are passed to the endpoint whole (and their answers cached by body hash).
 #[utoipa::path(
     post,
     path = "/endpoints/{EndpointName}/invocations",
@@ -201,7 +206,7 @@ pub fn csv_cost(body: &[u8]) -> u32 {
             body = AwsError, headers(("x-amzn-ErrorType" = String, description = "The error code"))),
         (status = 413, description = "`ValidationError`: body over `limits.body_limit_bytes`",
             body = AwsError, headers(("x-amzn-ErrorType" = String, description = "The error code"))),
-        (status = 415, description = "`ValidationError`: only `text/csv` is accepted by the embedded model",
+        (status = 415, description = "`ValidationError`: the embedded model reads only `text/csv` (a SageMaker backend takes any content type, passed through whole)",
             body = AwsError, headers(("x-amzn-ErrorType" = String, description = "The error code"))),
         (status = 424, description = "`ModelError`: the model failed or passed the deadline",
             body = AwsError, headers(("x-amzn-ErrorType" = String, description = "The error code"))),
@@ -228,15 +233,7 @@ pub async fn invocations(
     tracing::debug!(endpoint = %endpoint.chars().take(64).collect::<String>(), "invocation");
     let content_type = media_type(&headers, header::CONTENT_TYPE);
     if content_type != "text/csv" {
-        return Err(SageMakerError {
-            code: "ValidationError",
-            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            message: format!(
-                "the embedded model accepts `text/csv`; given content type {:?}",
-                content_type.chars().take(64).collect::<String>()
-            ),
-            retry_after: None,
-        });
+        return pass_through(&state, &caller, &headers, &body).await;
     }
     let layout = state.pipeline.model().layout();
     let rows = parse_csv(&body, layout.len()).map_err(SageMakerError::validation)?;
@@ -275,6 +272,67 @@ pub async fn invocations(
         ([(header::CONTENT_TYPE, "text/csv")], text).into_response()
     };
     response.headers_mut().insert(
+        "x-amzn-invoked-production-variant",
+        HeaderValue::from_static(VARIANT),
+    );
+    Ok(response)
+}
+
+/// Bodies other than CSV go to a SageMaker backend whole, and their answers are cached by body
+/// hash; the embedded model, which only reads CSV rows, refuses them (415).
+async fn pass_through(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, SageMakerError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream");
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let request = RawRequest {
+        body,
+        content_type,
+        accept,
+    };
+    let model = state.pipeline.model();
+    let key = RawCache::key(model.label(), &request);
+    let cached = if wants_refresh(headers, caller) {
+        None
+    } else {
+        state.raw_cache.get(&key).await
+    };
+    let answer = match cached {
+        Some(answer) => answer,
+        None => {
+            let deadline = tokio::time::Instant::now() + state.pipeline.deadline();
+            let Some(call) = model.invoke_raw(request, deadline) else {
+                return Err(SageMakerError {
+                    code: "ValidationError",
+                    status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    message: format!(
+                        "the embedded model accepts `text/csv`; given content type {:?}",
+                        content_type.chars().take(64).collect::<String>()
+                    ),
+                    retry_after: None,
+                });
+            };
+            let answer = Arc::new(call.await.map_err(ScoreError::Model)?);
+            state.raw_cache.insert(key, Arc::clone(&answer)).await;
+            answer
+        }
+    };
+    let mut response = answer.body.clone().into_response();
+    let headers = response.headers_mut();
+    if let Some(ct) = answer
+        .content_type
+        .as_deref()
+        .and_then(|ct| HeaderValue::from_str(ct).ok())
+    {
+        headers.insert(header::CONTENT_TYPE, ct);
+    }
+    headers.insert(
         "x-amzn-invoked-production-variant",
         HeaderValue::from_static(VARIANT),
     );

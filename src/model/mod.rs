@@ -23,6 +23,24 @@ pub struct Answer {
     pub model: Arc<str>,
 }
 
+/// A body the gateway passes through unparsed (SageMaker content types other than CSV).
+#[derive(Debug, Clone, Copy)]
+pub struct RawRequest<'a> {
+    pub body: &'a [u8],
+    pub content_type: &'a str,
+    pub accept: Option<&'a str>,
+}
+
+/// The endpoint's answer to a [`RawRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawAnswer {
+    pub body: Vec<u8>,
+    pub content_type: Option<String>,
+}
+
+/// The future of a pass-through call.
+pub type RawFuture<'a> = Pin<Box<dyn Future<Output = Result<RawAnswer, ModelError>> + Send + 'a>>;
+
 /// The future a model returns for one batch.
 pub type PredictFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, ModelError>> + Send + 'a>>;
 
@@ -37,6 +55,15 @@ pub trait Model: Send + Sync + 'static {
 
     /// Whether the model can take work now (readiness).
     fn ready(&self) -> bool;
+
+    /// Passes a body through unparsed; `None` for models that only score feature rows.
+    fn invoke_raw<'a>(
+        &'a self,
+        _request: RawRequest<'a>,
+        _deadline: Instant,
+    ) -> Option<RawFuture<'a>> {
+        None
+    }
 
     /// The features the model reads, in its own order (what a SageMaker CSV row holds).
     fn layout(&self) -> &FeatureLayout {

@@ -15,7 +15,7 @@ use aws_sdk_sagemakerruntime::operation::invoke_endpoint::InvokeEndpointError;
 use aws_sdk_sagemakerruntime::primitives::Blob;
 use tokio::time::Instant;
 
-use super::{Answer, Model, ModelError, PredictFuture};
+use super::{Answer, Model, ModelError, PredictFuture, RawAnswer, RawFuture, RawRequest};
 use crate::config::{Codec, SageMakerConfig};
 use crate::domain::{FeatureLayout, FeatureRow};
 
@@ -87,24 +87,30 @@ impl SageMakerModel {
         deadline: Instant,
     ) -> Result<Vec<f32>, ModelError> {
         let mut scores = Vec::with_capacity(rows.len());
+        let media_type = self.config.content_type.media_type();
         for (body, n) in encode(
             rows,
             &self.layout,
             self.config.content_type,
             self.config.max_payload_bytes,
         )? {
-            let part = self.invoke_with_retry(body, n, deadline).await?;
-            scores.extend(part);
+            let request = RawRequest {
+                body: &body,
+                content_type: media_type,
+                accept: Some(media_type),
+            };
+            let answer = self.invoke_with_retry(request, deadline).await?;
+            metrics::histogram!("infergate_sagemaker_invocation_rows").record(n as f64);
+            scores.extend(parse_scores(&answer.body, n, self.config.content_type)?);
         }
         Ok(scores)
     }
 
     async fn invoke_with_retry(
         &self,
-        body: Vec<u8>,
-        n: usize,
+        request: RawRequest<'_>,
         deadline: Instant,
-    ) -> Result<Vec<f32>, ModelError> {
+    ) -> Result<RawAnswer, ModelError> {
         let timeout = Duration::from_millis(self.config.timeout_ms);
         let mut attempt = 1u32;
         loop {
@@ -117,15 +123,14 @@ impl SageMakerModel {
                 )));
             }
             let outcome =
-                tokio::time::timeout(timeout.min(remaining), self.invoke_once(&body)).await;
+                tokio::time::timeout(timeout.min(remaining), self.invoke_once(request)).await;
             metrics::histogram!("infergate_sagemaker_invoke_duration_seconds")
                 .record(started.elapsed().as_secs_f64());
             let failure = match outcome {
-                Ok(Ok(text)) => {
+                Ok(Ok(answer)) => {
                     metrics::counter!("infergate_sagemaker_invocations_total", "outcome" => "ok")
                         .increment(1);
-                    metrics::histogram!("infergate_sagemaker_invocation_rows").record(n as f64);
-                    return parse_scores(&text, n, self.config.content_type);
+                    return Ok(answer);
                 }
                 Ok(Err(failure)) => failure,
                 Err(_) => Failure {
@@ -158,15 +163,17 @@ impl SageMakerModel {
         }
     }
 
-    async fn invoke_once(&self, body: &[u8]) -> Result<Vec<u8>, Failure> {
+    async fn invoke_once(&self, request: RawRequest<'_>) -> Result<RawAnswer, Failure> {
         let c = &self.config;
         let mut call = self
             .client
             .invoke_endpoint()
             .endpoint_name(&c.endpoint_name)
-            .content_type(c.content_type.media_type())
-            .accept(c.content_type.media_type())
-            .body(Blob::new(body.to_vec()));
+            .content_type(request.content_type)
+            .body(Blob::new(request.body.to_vec()));
+        if let Some(accept) = request.accept {
+            call = call.accept(accept);
+        }
         if let Some(v) = &c.target_model {
             call = call.target_model(v);
         }
@@ -177,7 +184,10 @@ impl SageMakerModel {
             call = call.custom_attributes(v);
         }
         match call.send().await {
-            Ok(output) => Ok(output.body.map(Blob::into_inner).unwrap_or_default()),
+            Ok(output) => Ok(RawAnswer {
+                content_type: output.content_type,
+                body: output.body.map(Blob::into_inner).unwrap_or_default(),
+            }),
             Err(e) => Err(classify(&e)),
         }
     }
@@ -217,6 +227,27 @@ impl Model for SageMakerModel {
                 None => Err(error),
             }
         })
+    }
+
+    fn invoke_raw<'a>(
+        &'a self,
+        request: RawRequest<'a>,
+        deadline: Instant,
+    ) -> Option<RawFuture<'a>> {
+        Some(Box::pin(async move {
+            if !self.breaker.allow(Instant::now()) {
+                return Err(ModelError::Unavailable(format!(
+                    "endpoint {} is failing; calls are paused (circuit breaker)",
+                    self.config.endpoint_name
+                )));
+            }
+            let outcome = self.invoke_with_retry(request, deadline).await;
+            match &outcome {
+                Ok(_) => self.breaker.success(),
+                Err(_) => self.breaker.failure(Instant::now()),
+            }
+            outcome
+        }))
     }
 
     fn label(&self) -> &str {
