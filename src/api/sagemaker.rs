@@ -193,11 +193,11 @@ pub fn csv_cost(body: &[u8]) -> u32 {
     tag = "sagemaker",
     params(("EndpointName" = String, Path, description = "The endpoint's name; any name is accepted and answered by the gateway's model")),
     request_body(content = String, content_type = "text/csv",
-        example = "912.5,18.93,3,5967,0,1,9500,4,11\n42.5,0.83,14,5411,1,0,3.2,0,2\n"),
+        example = "1500,30,2,6051,0,1,9000,5,9\n42.5,0.83,14,5411,1,0,3.2,0,2\n"),
     security(("api_key" = []), ("sigv4" = [])),
     responses(
         (status = 200, description = "One score per row", content(
-            (String = "text/csv", example = "0.99904007\n0.0009516\n"),
+            (String = "text/csv", example = "0.92125046\n0.0010378546\n"),
             (Predictions = "application/json"),
         ), headers(("x-Amzn-Invoked-Production-Variant" = String, description = "Always `AllTraffic`"))),
         (status = 400, description = "`ValidationError`: no rows, a row with the wrong number of values, or a value that is not a finite number",
