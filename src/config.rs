@@ -150,25 +150,37 @@ pub struct Plan {
     pub allow_cache_bypass: bool,
 }
 
+impl Plan {
+    /// A plan from its configured keys; the burst defaults to the rate.
+    fn new(rate: u32, burst: Option<u32>, quota_per_day: Option<u64>, bypass: bool) -> Self {
+        Self {
+            rate,
+            burst: burst.unwrap_or(rate),
+            quota_per_day,
+            allow_cache_bypass: bypass,
+        }
+    }
+}
+
 impl ApiKeyConfig {
     pub fn plan(&self) -> Plan {
-        Plan {
-            rate: self.rate,
-            burst: self.burst.unwrap_or(self.rate),
-            quota_per_day: self.quota_per_day,
-            allow_cache_bypass: self.allow_cache_bypass,
-        }
+        Plan::new(
+            self.rate,
+            self.burst,
+            self.quota_per_day,
+            self.allow_cache_bypass,
+        )
     }
 }
 
 impl SigV4Config {
     pub fn plan(&self) -> Plan {
-        Plan {
-            rate: self.rate,
-            burst: self.burst.unwrap_or(self.rate),
-            quota_per_day: self.quota_per_day,
-            allow_cache_bypass: self.allow_cache_bypass,
-        }
+        Plan::new(
+            self.rate,
+            self.burst,
+            self.quota_per_day,
+            self.allow_cache_bypass,
+        )
     }
 
     pub fn name(&self) -> &str {

@@ -446,3 +446,33 @@ async fn a_model_whose_features_cannot_be_derived_refuses_to_start() {
         "both lists are in the message: {err}"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let mut config = Config::default();
+    config.http.header_read_timeout_ms = 300;
+    let app = spawn_app(config).await;
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"POST /v1/transactions/score HTTP/1.1\r\nhost: test\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    // The server closes the connection (possibly after a 408); the read then ends.
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was not closed");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "closed after {waited:?}"
+    );
+    // Meanwhile, and after, well-behaved clients are served.
+    let ok = app
+        .post_json(
+            "/v1/transactions/score",
+            &transaction("tx-after-slow", json!({})),
+        )
+        .await;
+    assert_eq!(ok.status(), 200);
+    app.stop().await.unwrap();
+}
