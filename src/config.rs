@@ -74,6 +74,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    /// The stream consumer; absent = none.
+    pub kinesis: Option<KinesisConfig>,
 }
 
 impl Default for Config {
@@ -88,8 +90,100 @@ impl Default for Config {
             cache: CacheConfig::default(),
             http: HttpConfig::default(),
             log: LogConfig::default(),
+            kinesis: None,
         }
     }
+}
+
+/// The built-in Kinesis consumer. Credentials and, unless set here, the region come from the
+/// standard AWS chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KinesisConfig {
+    /// Stream name or ARN.
+    pub stream: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Where a shard without a checkpoint starts.
+    #[serde(default)]
+    pub initial_position: InitialPosition,
+    /// RFC 3339, for `AT_TIMESTAMP`.
+    #[serde(default)]
+    pub initial_timestamp: Option<String>,
+    /// Wait between `GetRecords` calls that returned nothing (the KCL waits 1.5 s).
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// Records per `GetRecords` (at most 10,000).
+    #[serde(default = "default_max_records")]
+    pub max_records: i32,
+    /// How often the shard list is read again (new shards after a reshard).
+    #[serde(default = "default_discovery_ms")]
+    pub shard_discovery_ms: u64,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    #[serde(default = "default_sink")]
+    pub sink: SinkConfig,
+    #[serde(default = "default_dead_letter")]
+    pub dead_letter: SinkConfig,
+}
+
+fn default_poll_interval_ms() -> u64 {
+    1_000
+}
+
+fn default_max_records() -> i32 {
+    10_000
+}
+
+fn default_discovery_ms() -> u64 {
+    10_000
+}
+
+fn default_sink() -> SinkConfig {
+    SinkConfig::File {
+        path: PathBuf::from("data/scored.jsonl"),
+    }
+}
+
+fn default_dead_letter() -> SinkConfig {
+    SinkConfig::File {
+        path: PathBuf::from("data/dead-letter.jsonl"),
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InitialPosition {
+    #[default]
+    TrimHorizon,
+    Latest,
+    AtTimestamp,
+}
+
+/// Where shard checkpoints live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum CheckpointConfig {
+    /// A JSON file per stream in `dir`, replaced atomically on every checkpoint.
+    File { dir: PathBuf },
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self::File {
+            dir: PathBuf::from("data/checkpoints"),
+        }
+    }
+}
+
+/// Where scored records (or dead letters) go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// One JSON object per line, appended.
+    File { path: PathBuf },
 }
 
 /// Who may call the scoring routes. Empty = anonymous (see `allow_anonymous`).
@@ -506,6 +600,33 @@ impl Config {
             ));
         }
         self.check_auth(errors);
+        if let Some(k) = &self.kinesis {
+            if k.stream.is_empty() {
+                errors.push("`kinesis.stream` must name a stream (or give its ARN)".to_owned());
+            }
+            if !(1..=10_000).contains(&k.max_records) {
+                errors.push(format!(
+                    "`kinesis.max_records` must be from 1 to 10000. Given: {}",
+                    k.max_records
+                ));
+            }
+            match (k.initial_position, &k.initial_timestamp) {
+                (InitialPosition::AtTimestamp, None) => errors
+                    .push("`kinesis.initial_timestamp` is required with `AT_TIMESTAMP`".to_owned()),
+                (_, Some(t))
+                    if time::OffsetDateTime::parse(
+                        t,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .is_err() =>
+                {
+                    errors.push(format!(
+                        "`kinesis.initial_timestamp` must be RFC 3339. Given: {t}"
+                    ));
+                }
+                _ => {}
+            }
+        }
         if self.http.header_read_timeout_ms == 0 {
             errors.push("`http.header_read_timeout_ms` must be > 0".to_owned());
         }
@@ -638,11 +759,12 @@ fn from_table(mut tree: toml::Table, errors: &mut Vec<String>) -> Config {
     section!("limits", limits);
     section!("cache", cache);
     section!("http", http);
+    section!("kinesis", kinesis);
     section!("log", log);
     for key in tree.keys() {
         errors.push(format!(
             "unknown key `{key}` (known: bind, allow_anonymous, auth, model, batching, \
-             limits, cache, http, log)"
+             limits, cache, http, log, kinesis)"
         ));
     }
     config

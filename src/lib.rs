@@ -10,6 +10,7 @@
 //! - [`pipeline`]: the shared scoring path: admission, the bounded queue, the batcher.
 //! - [`middleware`]: callers (API keys, SigV4) and their usage plans (rate limits, quotas).
 //! - [`cache`]: the response cache, which also coalesces identical concurrent requests.
+//! - [`kinesis`]: the stream consumer: shard readers, KPL de-aggregation, sinks, checkpoints.
 //! - [`api`]: HTTP handlers and the OpenAPI document generated from them.
 //! - [`server`]: router, middleware stack, serving and graceful shutdown.
 //! - [`error`]: the REST error vocabulary (RFC 9457 problem details).
@@ -20,6 +21,7 @@ pub mod cache;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod kinesis;
 pub mod middleware;
 pub mod model;
 pub mod pipeline;

@@ -27,6 +27,7 @@ use crate::api;
 use crate::config::{Config, Fallback, ModelKind};
 use crate::domain::FeatureLayout;
 use crate::error::{ApiError, ErrorKind};
+use crate::kinesis::{Consumer, KinesisError};
 use crate::middleware::auth::{Auth, AuthConfigError};
 use crate::model::sagemaker::{self, SageMakerModel};
 use crate::model::{EmbeddedModel, Model, embedded::EmbeddedError};
@@ -42,6 +43,8 @@ pub enum StartError {
     Auth(#[from] AuthConfigError),
     #[error("`model.sagemaker.features`: {0}")]
     Features(String),
+    #[error(transparent)]
+    Kinesis(#[from] KinesisError),
 }
 
 /// A built gateway, not yet serving: the shared state and the tasks it started.
@@ -49,16 +52,39 @@ pub struct Gateway {
     pub state: AppState,
     config: Config,
     tasks: TaskTracker,
+    consumer: Option<Arc<Consumer>>,
+}
+
+/// AWS clients to use instead of the ones built from the standard chain (tests pass clients
+/// with static credentials).
+#[derive(Debug, Default, Clone)]
+pub struct Clients {
+    pub sagemaker: Option<aws_sdk_sagemakerruntime::Client>,
+    pub kinesis: Option<aws_sdk_kinesis::Client>,
 }
 
 impl Gateway {
     /// Loads the model (or connects the SageMaker client) and starts the pipeline. Must run
     /// inside a tokio runtime.
     pub async fn build(config: &Config) -> Result<Self, StartError> {
+        Self::build_with(config, Clients::default()).await
+    }
+
+    /// [`Gateway::build`] with some AWS clients given.
+    pub async fn build_with(config: &Config, clients: Clients) -> Result<Self, StartError> {
         let auth = Auth::from_config(config, |name| std::env::var(name).ok())?;
-        let model = build_model(config, None).await?;
+        let model = build_model(config, clients.sagemaker).await?;
         tracing::info!(model = model.label(), "model ready");
-        Ok(Self::with_model(config, model, auth))
+        let mut gateway = Self::with_model(config, model, auth);
+        if let Some(kinesis) = &config.kinesis {
+            let client = match clients.kinesis {
+                Some(client) => client,
+                None => crate::kinesis::client(kinesis).await,
+            };
+            let consumer = Consumer::new(client, kinesis.clone(), gateway.state.clone())?;
+            gateway.consumer = Some(Arc::new(consumer));
+        }
+        Ok(gateway)
     }
 
     /// A gateway in front of any model (tests use slow or failing ones).
@@ -69,6 +95,7 @@ impl Gateway {
             state: AppState::new(config, pipeline, auth),
             config: config.clone(),
             tasks,
+            consumer: None,
         }
     }
 
@@ -89,6 +116,7 @@ impl Gateway {
             state,
             config,
             tasks,
+            consumer,
         } = self;
         let stop = CancellationToken::new();
         let shutting_down = Arc::clone(&state.shutting_down);
@@ -98,9 +126,17 @@ impl Gateway {
             shutting_down.store(true, Ordering::Relaxed);
             trigger.cancel();
         });
+        let consumer = consumer.map(|c| tokio::spawn(c.run(stop.clone())));
         let grace = Duration::from_millis(config.http.shutdown_grace_ms);
         let header_read_timeout = Duration::from_millis(config.http.header_read_timeout_ms);
         let result = serve_connections(listener, router, header_read_timeout, grace, stop).await;
+        // The consumer finishes its pages in hand and checkpoints them; it needs the pipeline
+        // until then.
+        if let Some(consumer) = consumer
+            && let Err(e) = consumer.await
+        {
+            tracing::error!(error = %e, "the stream consumer panicked");
+        }
         // The router's copies of the state are gone with the server; dropping ours closes the
         // queue, and the batcher scores what is left before its task ends.
         drop(state);

@@ -22,6 +22,8 @@ pub struct AppState {
     pub limits: Arc<LimitsConfig>,
     /// Set when shutdown begins, so that readiness fails and load balancers drain this instance.
     pub shutting_down: Arc<AtomicBool>,
+    /// Cleared while the stream consumer cannot read its stream (readiness fails meanwhile).
+    pub consumer_ok: Arc<AtomicBool>,
 }
 
 /// Score thresholds for the decision.
@@ -57,6 +59,7 @@ impl AppState {
             },
             limits: Arc::new(config.limits.clone()),
             shutting_down: Arc::new(AtomicBool::new(false)),
+            consumer_ok: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -77,6 +80,7 @@ impl AppState {
         &self,
         items: &[(String, FeatureRow)],
         refresh: bool,
+        admit: Admit,
     ) -> Result<Vec<Result<(Scored, Source), ScoreError>>, ScoreError> {
         let version = self.pipeline.model().label().to_owned();
         let mut out: Vec<Option<Result<(Scored, Source), ScoreError>>> =
@@ -98,7 +102,7 @@ impl AppState {
             }
         }
         let rows: Vec<FeatureRow> = misses.iter().map(|(_, _, row)| *row).collect();
-        let outcomes = self.pipeline.score(&rows, Admit::TryNow).await?;
+        let outcomes = self.pipeline.score(&rows, admit).await?;
         for ((i, key, _), outcome) in misses.into_iter().zip(outcomes) {
             out[i] = Some(match outcome {
                 Ok(scored) => {

@@ -43,6 +43,12 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiErr
             "the gateway is shutting down",
         ));
     }
+    if !state.consumer_ok.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::new(
+            ErrorKind::ModelUnavailable,
+            "the stream consumer cannot read its stream",
+        ));
+    }
     if !state.pipeline.model().ready() {
         return Err(ApiError::new(
             ErrorKind::ModelUnavailable,

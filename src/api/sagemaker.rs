@@ -21,7 +21,7 @@ use crate::cache::RawCache;
 use crate::error::{ErrorKind, PROBLEM_JSON, Problem};
 use crate::middleware::auth::Caller;
 use crate::model::RawRequest;
-use crate::pipeline::ScoreError;
+use crate::pipeline::{Admit, ScoreError};
 use crate::state::AppState;
 
 /// The production variant every response names (a single-model endpoint's default).
@@ -250,7 +250,7 @@ pub async fn invocations(
         .map(|values| (String::new(), layout.scatter(values)))
         .collect();
     let outcomes = state
-        .score_many(&items, wants_refresh(&headers, &caller))
+        .score_many(&items, wants_refresh(&headers, &caller), Admit::TryNow)
         .await?;
     let mut scores = Vec::with_capacity(outcomes.len());
     for outcome in outcomes {

@@ -253,7 +253,7 @@ pub async fn score_batch(
         .iter()
         .map(|(_, tx)| (tx.transaction_id.clone(), tx.features))
         .collect();
-    let outcomes = state.score_many(&items, refresh).await?;
+    let outcomes = state.score_many(&items, refresh, Admit::TryNow).await?;
     for ((index, tx), outcome) in valid.into_iter().zip(outcomes) {
         results[index] = Some(match outcome {
             Ok((scored, source)) => {

@@ -204,3 +204,89 @@ async fn invoke(
         Fault::Malformed => ([("content-type", "text/csv")], "<html>oops</html>").into_response(),
     }
 }
+
+/// kinesalite (npm) on a free loopback port, stopped on drop. `scripts/test` installs it under
+/// `TEST_NODE_DIR` (default `~/.cache/infergate/node`).
+pub struct Kinesalite {
+    pub url: String,
+    child: Child,
+}
+
+impl Kinesalite {
+    pub async fn start() -> Self {
+        let dir = std::env::var_os("TEST_NODE_DIR")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|h| std::path::PathBuf::from(h).join(".cache/infergate/node"))
+            })
+            .expect("TEST_NODE_DIR or HOME is set");
+        let cli = dir.join("node_modules/kinesalite/cli.js");
+        assert!(
+            cli.exists(),
+            "{} is missing: run scripts/test, which installs kinesalite (npm) into {}",
+            cli.display(),
+            dir.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("node")
+            .arg(&cli)
+            .args(["--port", &port.to_string()])
+            .args([
+                "--createStreamMs",
+                "0",
+                "--deleteStreamMs",
+                "0",
+                "--updateStreamMs",
+                "0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node runs kinesalite");
+        let kinesalite = Self {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return kinesalite;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "kinesalite did not listen on {} within 15 s",
+            kinesalite.url
+        );
+    }
+
+    pub fn client(&self) -> aws_sdk_kinesis::Client {
+        let config = aws_sdk_kinesis::Config::builder()
+            .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+            .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+            .endpoint_url(&self.url)
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "AKIDKINESISTEST",
+                "kinesis-test-secret",
+                None,
+                None,
+                "test",
+            ))
+            .build();
+        aws_sdk_kinesis::Client::from_conf(config)
+    }
+}
+
+impl Drop for Kinesalite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

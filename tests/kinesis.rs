@@ -1,0 +1,300 @@
+//! The Kinesis consumer against kinesalite: every record scored or dead-lettered, exactly once
+//! when nothing crashes, in shard order, resumed from checkpoints.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use common::peers::Kinesalite;
+use common::{TestApp, serve, transaction};
+use infergate::config::{CheckpointConfig, InitialPosition, KinesisConfig, SinkConfig};
+use infergate::server::Clients;
+use infergate::{Config, Gateway};
+use serde_json::{Value, json};
+
+struct Dirs {
+    root: PathBuf,
+}
+
+impl Dirs {
+    fn new(name: &str) -> Self {
+        let root =
+            std::env::temp_dir().join(format!("infergate-kinesis-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        Self { root }
+    }
+    fn scored(&self) -> PathBuf {
+        self.root.join("scored.jsonl")
+    }
+    fn dead(&self) -> PathBuf {
+        self.root.join("dead.jsonl")
+    }
+}
+
+impl Drop for Dirs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn config(stream: &str, kinesalite: &Kinesalite, dirs: &Dirs, max_records: i32) -> Config {
+    let mut config = Config::default();
+    config.kinesis = Some(KinesisConfig {
+        stream: format!("arn:aws:kinesis:us-east-1:000000000000:stream/{stream}"),
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(kinesalite.url.clone()),
+        initial_position: InitialPosition::TrimHorizon,
+        initial_timestamp: None,
+        poll_interval_ms: 50,
+        max_records,
+        shard_discovery_ms: 500,
+        checkpoint: CheckpointConfig::File {
+            dir: dirs.root.join("checkpoints"),
+        },
+        sink: SinkConfig::File {
+            path: dirs.scored(),
+        },
+        dead_letter: SinkConfig::File { path: dirs.dead() },
+    });
+    config
+}
+
+async fn start(config: &Config, kinesalite: &Kinesalite) -> TestApp {
+    let clients = Clients {
+        kinesis: Some(kinesalite.client()),
+        ..Clients::default()
+    };
+    let gateway = Gateway::build_with(config, clients)
+        .await
+        .expect("the gateway builds");
+    serve(gateway).await
+}
+
+async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
+    client
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await
+        .expect("the stream is created");
+    for _ in 0..100 {
+        let d = client
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .unwrap();
+        if d.stream_description_summary()
+            .map(|s| s.stream_status().as_str())
+            == Some("ACTIVE")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the stream never became active");
+}
+
+/// Puts `(partition key, data)` records, 500 per call, retrying failed entries.
+async fn put(client: &aws_sdk_kinesis::Client, stream: &str, records: &[(String, Vec<u8>)]) {
+    for chunk in records.chunks(500) {
+        let mut pending: Vec<&(String, Vec<u8>)> = chunk.iter().collect();
+        while !pending.is_empty() {
+            let entries = pending
+                .iter()
+                .map(|(key, data)| {
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(key)
+                        .data(Blob::new(data.clone()))
+                        .build()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>();
+            let out = client
+                .put_records()
+                .stream_name(stream)
+                .set_records(Some(entries))
+                .send()
+                .await
+                .expect("put_records");
+            pending = pending
+                .into_iter()
+                .zip(out.records())
+                .filter(|(_, r)| r.error_code().is_some())
+                .map(|(p, _)| p)
+                .collect();
+        }
+    }
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect()
+}
+
+async fn wait_for_lines(path: &Path, n: usize, within: Duration) -> Vec<Value> {
+    let started = std::time::Instant::now();
+    loop {
+        let got = lines(path);
+        if got.len() >= n || started.elapsed() > within {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sequence numbers are decimal strings up to 128 bits: compare them as numbers.
+fn seq_key(v: &Value) -> (usize, String) {
+    let s = v["sequence_number"].as_str().unwrap().to_owned();
+    (s.len(), s)
+}
+
+fn transactions(prefix: &str, n: usize) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let card = format!("card-{}", i % 97);
+            let tx = transaction(
+                &format!("{prefix}-{i}"),
+                json!({"card_id": card, "amount": (i % 500) as f64 + 0.5}),
+            );
+            (card, tx.to_string().into_bytes())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_is_scored_or_dead_lettered_once_in_shard_order() {
+    let kinesalite = Kinesalite::start().await;
+    let client = kinesalite.client();
+    create_stream(&client, "transactions", 4).await;
+    let mut records = transactions("tx", 10_000);
+    // Invalid records are dead-lettered with their reason, and never block the shard.
+    records.insert(1234, ("card-x".into(), b"{not json".to_vec()));
+    records.insert(
+        5678,
+        (
+            "card-y".into(),
+            json!({"transaction_id": "bad-1", "amount": -1})
+                .to_string()
+                .into_bytes(),
+        ),
+    );
+    put(&client, "transactions", &records).await;
+
+    let dirs = Dirs::new("once");
+    let app = start(
+        &config("transactions", &kinesalite, &dirs, 500),
+        &kinesalite,
+    )
+    .await;
+    let scored = wait_for_lines(&dirs.scored(), 10_000, Duration::from_secs(120)).await;
+    let dead = wait_for_lines(&dirs.dead(), 2, Duration::from_secs(10)).await;
+    app.stop().await.unwrap();
+
+    let mut seen = HashSet::new();
+    for line in &scored {
+        assert!(
+            seen.insert(line["transaction_id"].as_str().unwrap().to_owned()),
+            "duplicate: {line}"
+        );
+        let score = line["fraud_score"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&score));
+        assert!(line["model"].as_str().unwrap().starts_with("fraud-xgb@"));
+        assert!(line["shard_id"].as_str().unwrap().starts_with("shardId-"));
+        assert!(line["sub_sequence_number"].is_null());
+    }
+    let expected: HashSet<String> = (0..10_000).map(|i| format!("tx-{i}")).collect();
+    assert_eq!(seen, expected, "every transaction exactly once");
+
+    // Within a shard, output follows the stream.
+    let mut by_shard: HashMap<&str, Vec<(usize, String)>> = HashMap::new();
+    for line in &scored {
+        by_shard
+            .entry(line["shard_id"].as_str().unwrap())
+            .or_default()
+            .push(seq_key(line));
+    }
+    assert_eq!(by_shard.len(), 4, "all four shards were read");
+    for (shard, seqs) in &by_shard {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "shard {shard} out of order"
+        );
+    }
+
+    let codes: HashSet<&str> = dead
+        .iter()
+        .map(|d| d["error"]["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        HashSet::from(["invalid_json", "invalid_transaction"]),
+        "{dead:?}"
+    );
+    let bad_json = dead
+        .iter()
+        .find(|d| d["error"]["code"] == "invalid_json")
+        .unwrap();
+    assert_eq!(
+        bad_json["data_base64"], "e25vdCBqc29u",
+        "the raw bytes travel with the reason"
+    );
+    assert!(bad_json["sequence_number"].is_string() && bad_json["shard_id"].is_string());
+    let invalid = dead
+        .iter()
+        .find(|d| d["error"]["code"] == "invalid_transaction")
+        .unwrap();
+    assert!(
+        invalid["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`amount` must be >= 0"),
+        "{invalid}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_restart_resumes_from_the_checkpoints_without_duplicates() {
+    let kinesalite = Kinesalite::start().await;
+    let client = kinesalite.client();
+    create_stream(&client, "restart", 2).await;
+    put(&client, "restart", &transactions("r", 3_000)).await;
+
+    let dirs = Dirs::new("restart");
+    let config = config("restart", &kinesalite, &dirs, 50);
+    let first = start(&config, &kinesalite).await;
+    let partial = wait_for_lines(&dirs.scored(), 300, Duration::from_secs(60)).await;
+    first.stop().await.unwrap();
+    let after_stop = lines(&dirs.scored()).len();
+    assert!(
+        after_stop >= partial.len() && after_stop < 3_000,
+        "stopped mid-stream at {after_stop}"
+    );
+
+    let second = start(&config, &kinesalite).await;
+    let scored = wait_for_lines(&dirs.scored(), 3_000, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    second.stop().await.unwrap();
+    let scored_final = lines(&dirs.scored());
+    assert_eq!(
+        scored_final.len(),
+        scored.len(),
+        "nothing more after the last record"
+    );
+    let ids: Vec<&str> = scored_final
+        .iter()
+        .map(|l| l["transaction_id"].as_str().unwrap())
+        .collect();
+    let unique: HashSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), 3_000, "every record");
+    assert_eq!(ids.len(), 3_000, "and none twice");
+}
