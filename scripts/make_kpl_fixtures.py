@@ -292,7 +292,12 @@ def build_cases(rng: random.Random):
         r = msg.records.add()
         r.partition_key_index = idx
         r.data = b"x"
-    cases.append(plain_case("pk_index_out_of_range", "only-key", msg, "bad_index", "second record's partition key index is past the table"))
+    cases.append(
+        plain_case(
+            "pk_index_out_of_range", "only-key", msg, "bad_index",
+            "second record's partition key index is past the table",
+        )
+    )
 
     msg = messages_pb2.AggregatedRecord()
     msg.partition_key_table.append("k")
@@ -301,19 +306,28 @@ def build_cases(rng: random.Random):
     r.partition_key_index = 0
     r.explicit_hash_key_index = 3
     r.data = b"x"
-    cases.append(plain_case("ehk_index_out_of_range", "k", msg, "bad_index", "explicit hash key index is past the table"))
+    cases.append(
+        plain_case("ehk_index_out_of_range", "k", msg, "bad_index", "explicit hash key index is past the table")
+    )
 
     msg = messages_pb2.AggregatedRecord()
     msg.partition_key_table.append("k")
     r = msg.records.add()
     r.partition_key_index = 0
-    cases.append(plain_case("missing_required_data", "k", msg, "bad_protobuf", "a record without its required data field"))
+    cases.append(
+        plain_case("missing_required_data", "k", msg, "bad_protobuf", "a record without its required data field")
+    )
 
     msg = messages_pb2.AggregatedRecord()
     msg.partition_key_table.append("k")
     r = msg.records.add()
     r.data = b"x"
-    cases.append(plain_case("missing_required_pk_index", "k", msg, "bad_protobuf", "a record without its required partition key index"))
+    cases.append(
+        plain_case(
+            "missing_required_pk_index", "k", msg, "bad_protobuf",
+            "a record without its required partition key index",
+        )
+    )
 
     msg = messages_pb2.AggregatedRecord()
     msg.partition_key_table.append("k")

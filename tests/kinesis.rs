@@ -43,25 +43,26 @@ impl Drop for Dirs {
 }
 
 fn config(stream: &str, kinesalite: &Kinesalite, dirs: &Dirs, max_records: i32) -> Config {
-    let mut config = Config::default();
-    config.kinesis = Some(KinesisConfig {
-        stream: format!("arn:aws:kinesis:us-east-1:000000000000:stream/{stream}"),
-        region: Some("us-east-1".into()),
-        endpoint_url: Some(kinesalite.url.clone()),
-        initial_position: InitialPosition::TrimHorizon,
-        initial_timestamp: None,
-        poll_interval_ms: 50,
-        max_records,
-        shard_discovery_ms: 500,
-        checkpoint: CheckpointConfig::File {
-            dir: dirs.root.join("checkpoints"),
-        },
-        sink: SinkConfig::File {
-            path: dirs.scored(),
-        },
-        dead_letter: SinkConfig::File { path: dirs.dead() },
-    });
-    config
+    Config {
+        kinesis: Some(KinesisConfig {
+            stream: format!("arn:aws:kinesis:us-east-1:000000000000:stream/{stream}"),
+            region: Some("us-east-1".into()),
+            endpoint_url: Some(kinesalite.url.clone()),
+            initial_position: InitialPosition::TrimHorizon,
+            initial_timestamp: None,
+            poll_interval_ms: 50,
+            max_records,
+            shard_discovery_ms: 500,
+            checkpoint: CheckpointConfig::File {
+                dir: dirs.root.join("checkpoints"),
+            },
+            sink: SinkConfig::File {
+                path: dirs.scored(),
+            },
+            dead_letter: SinkConfig::File { path: dirs.dead() },
+        }),
+        ..Config::default()
+    }
 }
 
 async fn start(config: &Config, kinesalite: &Kinesalite) -> TestApp {
