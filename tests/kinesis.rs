@@ -299,3 +299,81 @@ async fn a_graceful_restart_resumes_from_the_checkpoints_without_duplicates() {
     assert_eq!(unique.len(), 3_000, "every record");
     assert_eq!(ids.len(), 3_000, "and none twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kpl_aggregated_and_plain_records_mix_and_a_corrupt_one_is_a_dead_letter() {
+    let output = std::process::Command::new(common::test_venv_bin("python"))
+        .arg(common::repo_path("tests/clients/kpl_records.py"))
+        .args(["--prefix", "kpl", "--count", "400"])
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let produced: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let aggregated = produced
+        .iter()
+        .filter(|r| r["kind"] == "aggregated")
+        .count();
+    assert!(aggregated >= 5, "several aggregated records: {aggregated}");
+    use base64::Engine;
+    let records: Vec<(String, Vec<u8>)> = produced
+        .iter()
+        .map(|r| {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(r["data_base64"].as_str().unwrap())
+                .unwrap();
+            (r["partition_key"].as_str().unwrap().to_owned(), data)
+        })
+        .collect();
+
+    let kinesalite = Kinesalite::start().await;
+    let client = kinesalite.client();
+    create_stream(&client, "kpl", 1).await;
+    put(&client, "kpl", &records).await;
+
+    let dirs = Dirs::new("kpl");
+    let app = start(&config("kpl", &kinesalite, &dirs, 10_000), &kinesalite).await;
+    let scored = wait_for_lines(&dirs.scored(), 400, Duration::from_secs(60)).await;
+    let dead = wait_for_lines(&dirs.dead(), 1, Duration::from_secs(10)).await;
+    app.stop().await.unwrap();
+
+    let ids: HashSet<&str> = scored
+        .iter()
+        .map(|l| l["transaction_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        400,
+        "every user record, aggregated or plain, once"
+    );
+    assert_eq!(scored.len(), 400);
+    for line in &scored {
+        let i: usize = line["transaction_id"].as_str().unwrap()["kpl-".len()..]
+            .parse()
+            .unwrap();
+        if i % 2 == 0 {
+            assert!(line["sub_sequence_number"].is_u64(), "aggregated: {line}");
+        } else {
+            assert!(line["sub_sequence_number"].is_null(), "plain: {line}");
+        }
+    }
+    // Within one aggregated record, user records keep their order.
+    let mut subs: HashMap<&str, Vec<u64>> = HashMap::new();
+    for line in scored.iter().filter(|l| l["sub_sequence_number"].is_u64()) {
+        subs.entry(line["sequence_number"].as_str().unwrap())
+            .or_default()
+            .push(line["sub_sequence_number"].as_u64().unwrap());
+    }
+    for list in subs.values() {
+        assert_eq!(*list, (0..list.len() as u64).collect::<Vec<_>>());
+    }
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        dead[0]["error"]["code"], "invalid_json",
+        "the corrupt record read as plain"
+    );
+    assert!(dead[0]["sub_sequence_number"].is_null());
+}

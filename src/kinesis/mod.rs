@@ -8,7 +8,6 @@
 //! at-least-once, no gap. A reader that fails is started again from its checkpoint.
 
 pub mod checkpoint;
-#[path = "kpl_stub.rs"]
 pub mod kpl;
 pub mod sink;
 
@@ -394,7 +393,7 @@ impl Consumer {
             let data = record.data().as_ref();
             bytes += data.len();
             let (users, plain) = kpl::deaggregate(data, record.partition_key().unwrap_or(""));
-            if let Some(reason) = plain.filter(|p| *p != kpl::Plain::NoMagic) {
+            if let Some(reason) = plain.filter(kpl::Plain::is_corrupt) {
                 metrics::counter!("infergate_kinesis_kpl_plain_total", "reason" => reason.code())
                     .increment(1);
             }
