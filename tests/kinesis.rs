@@ -354,7 +354,7 @@ async fn kpl_aggregated_and_plain_records_mix_and_a_corrupt_one_is_a_dead_letter
         let i: usize = line["transaction_id"].as_str().unwrap()["kpl-".len()..]
             .parse()
             .unwrap();
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             assert!(line["sub_sequence_number"].is_u64(), "aggregated: {line}");
         } else {
             assert!(line["sub_sequence_number"].is_null(), "plain: {line}");
