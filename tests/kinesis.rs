@@ -377,3 +377,142 @@ async fn kpl_aggregated_and_plain_records_mix_and_a_corrupt_one_is_a_dead_letter
     );
     assert!(dead[0]["sub_sequence_number"].is_null());
 }
+
+/// The starting hash key halfway through a shard's range.
+async fn midpoint(client: &aws_sdk_kinesis::Client, stream: &str, shard_id: &str) -> String {
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    let shard = shards
+        .shards()
+        .iter()
+        .find(|s| s.shard_id() == shard_id)
+        .expect("the shard is listed");
+    let range = shard.hash_key_range().unwrap();
+    let start: u128 = range.starting_hash_key().parse().unwrap();
+    let end: u128 = range.ending_hash_key().parse().unwrap();
+    (start + (end - start) / 2).to_string()
+}
+
+async fn open_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<String> {
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    shards
+        .shards()
+        .iter()
+        .filter(|s| {
+            s.sequence_number_range()
+                .unwrap()
+                .ending_sequence_number()
+                .is_none()
+        })
+        .map(|s| s.shard_id().to_owned())
+        .collect()
+}
+
+async fn wait_active(client: &aws_sdk_kinesis::Client, stream: &str) {
+    for _ in 0..200 {
+        let d = client
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .unwrap();
+        if d.stream_description_summary()
+            .map(|s| s.stream_status().as_str())
+            == Some("ACTIVE")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the stream never became active again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_and_merge_while_producing_keep_every_cards_order() {
+    let kinesalite = Kinesalite::start().await;
+    let client = kinesalite.client();
+    create_stream(&client, "reshard", 1).await;
+    let all = transactions("s", 1_500);
+    put(&client, "reshard", &all[..500]).await;
+
+    let dirs = Dirs::new("reshard");
+    let app = start(&config("reshard", &kinesalite, &dirs, 100), &kinesalite).await;
+    wait_for_lines(&dirs.scored(), 100, Duration::from_secs(30)).await;
+
+    // Split the only shard while the consumer reads it, then keep producing.
+    let parent = open_shards(&client, "reshard").await.remove(0);
+    let hash = midpoint(&client, "reshard", &parent).await;
+    client
+        .split_shard()
+        .stream_name("reshard")
+        .shard_to_split(&parent)
+        .new_starting_hash_key(hash)
+        .send()
+        .await
+        .expect("split");
+    wait_active(&client, "reshard").await;
+    put(&client, "reshard", &all[500..1_000]).await;
+
+    // Merge the two children back, and produce the rest.
+    let mut children = open_shards(&client, "reshard").await;
+    children.sort();
+    assert_eq!(children.len(), 2);
+    client
+        .merge_shards()
+        .stream_name("reshard")
+        .shard_to_merge(&children[0])
+        .adjacent_shard_to_merge(&children[1])
+        .send()
+        .await
+        .expect("merge");
+    wait_active(&client, "reshard").await;
+    put(&client, "reshard", &all[1_000..]).await;
+
+    let scored = wait_for_lines(&dirs.scored(), 1_500, Duration::from_secs(60)).await;
+    app.stop().await.unwrap();
+    let ids: Vec<&str> = scored
+        .iter()
+        .map(|l| l["transaction_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        1_500,
+        "nothing lost"
+    );
+    assert_eq!(ids.len(), 1_500, "nothing twice");
+    let shards: HashSet<&str> = scored
+        .iter()
+        .map(|l| l["shard_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        shards.len(),
+        4,
+        "parent, two children, merged child: {shards:?}"
+    );
+
+    // Parents are read out before their children start, so each card's transactions come out
+    // in the order they were produced.
+    // (`transactions` gives transaction i to card i % 97.)
+    let mut last: HashMap<usize, usize> = HashMap::new();
+    for line in &scored {
+        let i: usize = line["transaction_id"].as_str().unwrap()[2..]
+            .parse()
+            .unwrap();
+        if let Some(previous) = last.insert(i % 97, i) {
+            assert!(
+                previous < i,
+                "card-{} went back from {previous} to {i}",
+                i % 97
+            );
+        }
+    }
+}
