@@ -5,6 +5,40 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// A process killed mid-write leaves a last line without its newline. Those records were not
+/// checkpointed, so they will be written again: the torn bytes go, and the file stays one JSON
+/// document per line.
+fn drop_torn_tail(file: &std::fs::File) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut reader = file;
+    let mut keep = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    // Walk back to the last newline.
+    while keep > 0 {
+        let start = keep.saturating_sub(chunk.len() as u64);
+        let n = (keep - start) as usize;
+        reader.seek(SeekFrom::Start(start))?;
+        reader.read_exact(&mut chunk[..n])?;
+        if let Some(i) = chunk[..n].iter().rposition(|b| *b == b'\n') {
+            keep = start + i as u64 + 1;
+            break;
+        }
+        keep = start;
+    }
+    if keep < len {
+        tracing::warn!(
+            dropped = len - keep,
+            "dropping a torn last line from a sink file"
+        );
+        file.set_len(keep)?;
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("sink file {path}: {source}")]
 pub struct SinkError {
@@ -30,8 +64,10 @@ impl JsonlSink {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(path)
             .map_err(err)?;
+        drop_torn_tail(&file).map_err(err)?;
         Ok(Self {
             path: path.to_owned(),
             file: Mutex::new(file),
@@ -64,5 +100,27 @@ impl JsonlSink {
             path: self.path.clone(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_dropped_on_open() {
+        let path =
+            std::env::temp_dir().join(format!("infergate-sink-{}.jsonl", std::process::id()));
+        std::fs::write(&path, "{\"a\":1}\n{\"b\":2}\n{\"c\":").unwrap();
+        let sink = JsonlSink::open(&path).unwrap();
+        sink.write(&["{\"d\":4}".to_owned()]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"b\":2}\n{\"d\":4}\n"
+        );
+        std::fs::write(&path, "no newline at all").unwrap();
+        JsonlSink::open(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        std::fs::remove_file(&path).unwrap();
     }
 }
