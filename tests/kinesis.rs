@@ -573,6 +573,7 @@ async fn kill_9_at_any_point_loses_nothing() {
         kills += 1;
         progress.push(lines(&dirs.scored()).len());
     }
+    assert_eq!(kills, KILLS);
     assert!(
         progress.iter().any(|&n| n > 0 && n < RECORDS),
         "some kill landed mid-stream: lines after each kill {progress:?}"
