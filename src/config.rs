@@ -184,6 +184,9 @@ impl Default for CheckpointConfig {
 pub enum SinkConfig {
     /// One JSON object per line, appended.
     File { path: PathBuf },
+    /// Records put to a Kinesis stream (name or ARN) on the consumer's endpoint, partition key
+    /// = the card (scores) or the input record's key (dead letters).
+    Kinesis { stream: String },
 }
 
 /// Who may call the scoring routes. Empty = anonymous (see `allow_anonymous`).

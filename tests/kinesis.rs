@@ -622,3 +622,94 @@ async fn kill_9_at_any_point_loses_nothing() {
             .ends_with('\n')
     );
 }
+
+/// Every record of a stream's shards, read from the start.
+async fn read_all(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    for shard in shards.shards() {
+        let mut iterator = client
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator()
+            .map(str::to_owned);
+        while let Some(it) = iterator {
+            let page = client
+                .get_records()
+                .shard_iterator(it)
+                .send()
+                .await
+                .unwrap();
+            for r in page.records() {
+                let line: Value = serde_json::from_slice(r.data().as_ref()).unwrap();
+                out.push((r.partition_key().unwrap_or_default().to_owned(), line));
+            }
+            if page.records().is_empty() {
+                break;
+            }
+            iterator = page.next_shard_iterator().map(str::to_owned);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_and_dead_letters_can_go_to_kinesis_streams() {
+    let kinesalite = Kinesalite::start().await;
+    let client = kinesalite.client();
+    create_stream(&client, "in", 2).await;
+    create_stream(&client, "scored-out", 1).await;
+    create_stream(&client, "dead-out", 1).await;
+    let mut records = transactions("o", 1_000);
+    records.push(("card-z".into(), b"nonsense".to_vec()));
+    put(&client, "in", &records).await;
+
+    let dirs = Dirs::new("streams");
+    let mut config = config("in", &kinesalite, &dirs, 10_000);
+    let kinesis = config.kinesis.as_mut().unwrap();
+    kinesis.sink = SinkConfig::Kinesis {
+        stream: "arn:aws:kinesis:us-east-1:000000000000:stream/scored-out".into(),
+    };
+    kinesis.dead_letter = SinkConfig::Kinesis {
+        stream: "dead-out".into(),
+    };
+    let app = start(&config, &kinesalite).await;
+    let started = std::time::Instant::now();
+    let scored = loop {
+        let scored = read_all(&client, "scored-out").await;
+        if scored.len() >= 1_000 || started.elapsed() > Duration::from_secs(30) {
+            break scored;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let dead = read_all(&client, "dead-out").await;
+    app.stop().await.unwrap();
+
+    assert_eq!(scored.len(), 1_000);
+    let mut ids = HashSet::new();
+    for (key, line) in &scored {
+        let id = line["transaction_id"].as_str().unwrap();
+        let i: usize = id[2..].parse().unwrap();
+        assert_eq!(*key, format!("card-{}", i % 97), "partitioned by card");
+        assert!(line["sequence_number"].is_string());
+        ids.insert(id.to_owned());
+    }
+    assert_eq!(ids.len(), 1_000);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].0, "card-z");
+    assert_eq!(dead[0].1["error"]["code"], "invalid_json");
+    assert!(
+        !dirs.scored().exists(),
+        "nothing went to the default file sink"
+    );
+}

@@ -30,7 +30,7 @@ use crate::domain::ValidTransaction;
 use crate::pipeline::Admit;
 use crate::state::AppState;
 use checkpoint::{Checkpoint, CheckpointError, CheckpointStore, FileCheckpoints};
-use sink::{JsonlSink, SinkError};
+use sink::{JsonlSink, KinesisSink, Line, Sink, SinkError};
 
 /// Rows scored per pipeline call: well under the queue's bound, so a large `GetRecords` page
 /// never asks for more room than the queue has.
@@ -80,8 +80,8 @@ pub struct Consumer {
     stream: String,
     state: AppState,
     checkpoints: Arc<dyn CheckpointStore>,
-    sink: JsonlSink,
-    dead_letters: JsonlSink,
+    sink: Sink,
+    dead_letters: Sink,
     /// Wakes discovery early when a shard ends, so its children start without waiting.
     shard_ended: tokio::sync::Notify,
 }
@@ -110,8 +110,14 @@ impl Consumer {
         let checkpoints: Arc<dyn CheckpointStore> = match &config.checkpoint {
             CheckpointConfig::File { dir } => Arc::new(FileCheckpoints::open(dir, &stream)?),
         };
-        let open = |sink: &SinkConfig| match sink {
-            SinkConfig::File { path } => JsonlSink::open(path),
+        let open = |sink: &SinkConfig| -> Result<Sink, SinkError> {
+            Ok(match sink {
+                SinkConfig::File { path } => Sink::File(JsonlSink::open(path)?),
+                SinkConfig::Kinesis { stream } => Sink::Kinesis(KinesisSink::new(
+                    client.clone(),
+                    stream_name(stream).to_owned(),
+                )),
+            })
         };
         Ok(Self {
             sink: open(&config.sink)?,
@@ -401,6 +407,7 @@ impl Consumer {
                 let position = Position {
                     sequence_number: record.sequence_number().to_owned(),
                     sub_sequence_number: user.sub_sequence_number,
+                    partition_key: user.partition_key.clone(),
                 };
                 let outcome = match serde_json::from_slice::<Value>(&user.data) {
                     Err(e) => Err(("invalid_json".to_owned(), e.to_string(), user.data)),
@@ -438,8 +445,8 @@ impl Consumer {
             scores.extend(outcomes);
         }
 
-        let mut scored_lines = Vec::with_capacity(valid.len());
-        let mut dead_lines = Vec::new();
+        let mut scored_lines: Vec<Line> = Vec::with_capacity(valid.len());
+        let mut dead_lines: Vec<Line> = Vec::new();
         let mut outcomes = scores.into_iter();
         for (position, entry) in entries.iter() {
             let dead = match entry {
@@ -452,7 +459,7 @@ impl Consumer {
                         let mut line =
                             serde_json::to_value(&score).expect("scores serialize. This is a bug.");
                         position.annotate(shard_id, &mut line);
-                        scored_lines.push(line.to_string());
+                        scored_lines.push((tx.card_id.clone(), line.to_string()));
                         None
                     }
                     Err(e) => Some((e.code().to_owned(), e.to_string(), Vec::new())),
@@ -465,11 +472,11 @@ impl Consumer {
                     "data_base64": base64::engine::general_purpose::STANDARD.encode(&data),
                 });
                 position.annotate(shard_id, &mut line);
-                dead_lines.push(line.to_string());
+                dead_lines.push((position.partition_key.clone(), line.to_string()));
             }
         }
-        self.sink.write(&scored_lines)?;
-        self.dead_letters.write(&dead_lines)?;
+        self.sink.write(&scored_lines).await?;
+        self.dead_letters.write(&dead_lines).await?;
         metrics::counter!("infergate_kinesis_dead_letters_total", &labels)
             .increment(dead_lines.len() as u64);
         if let Some((last, _)) = entries.last() {
@@ -494,6 +501,8 @@ type DeadLetter = (String, String, Vec<u8>);
 struct Position {
     sequence_number: String,
     sub_sequence_number: Option<u64>,
+    /// The user record's partition key: the key its dead letter is put with.
+    partition_key: String,
 }
 
 impl Position {

@@ -1,5 +1,6 @@
-//! Where stream results go: JSON lines appended to a file, shared by every shard, each shard's
-//! lines written (and flushed) as one block so that a shard's order is kept.
+//! Where stream results go: JSON lines appended to a file (shared by every shard, each page's
+//! lines written as one block so that a shard's order is kept), or records put to a Kinesis
+//! stream (partition key = the card, so a card's results stay in order there too).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,10 +41,143 @@ fn drop_torn_tail(file: &std::fs::File) -> std::io::Result<()> {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("sink file {path}: {source}")]
-pub struct SinkError {
-    path: PathBuf,
-    source: std::io::Error,
+pub enum SinkError {
+    #[error("sink file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("output stream {stream}: {message}")]
+    Stream { stream: String, message: String },
+}
+
+/// One output record: its partition key (for a stream) and its JSON line.
+pub type Line = (String, String);
+
+/// A configured sink.
+#[derive(Debug)]
+pub enum Sink {
+    File(JsonlSink),
+    Kinesis(KinesisSink),
+}
+
+impl Sink {
+    /// Writes the lines; once this returns they are durable in the sink (in the OS for a file,
+    /// acknowledged by Kinesis for a stream).
+    pub async fn write(&self, lines: &[Line]) -> Result<(), SinkError> {
+        match self {
+            Self::File(file) => {
+                let lines: Vec<String> = lines.iter().map(|(_, line)| line.clone()).collect();
+                file.write(&lines)
+            }
+            Self::Kinesis(stream) => stream.write(lines).await,
+        }
+    }
+
+    pub fn sync(&self) -> Result<(), SinkError> {
+        match self {
+            Self::File(file) => file.sync(),
+            Self::Kinesis(_) => Ok(()),
+        }
+    }
+}
+
+/// Most records in one `PutRecords` call, and most bytes.
+const PUT_RECORDS_MAX: usize = 500;
+const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
+/// Attempts at the failed entries of a call before the page is given up (its reader then starts
+/// again from its checkpoint, so nothing is lost).
+const PUT_ATTEMPTS: u32 = 8;
+
+/// A Kinesis output stream.
+#[derive(Debug)]
+pub struct KinesisSink {
+    client: aws_sdk_kinesis::Client,
+    stream: String,
+}
+
+impl KinesisSink {
+    pub fn new(client: aws_sdk_kinesis::Client, stream: String) -> Self {
+        Self { client, stream }
+    }
+
+    async fn write(&self, lines: &[Line]) -> Result<(), SinkError> {
+        let mut start = 0;
+        while start < lines.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < lines.len() && end - start < PUT_RECORDS_MAX {
+                let size = lines[end].0.len() + lines[end].1.len();
+                if end > start && bytes + size > PUT_RECORDS_MAX_BYTES {
+                    break;
+                }
+                bytes += size;
+                end += 1;
+            }
+            self.put(&lines[start..end]).await?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Puts one call's worth, then again only the entries that failed, with back-off.
+    async fn put(&self, lines: &[Line]) -> Result<(), SinkError> {
+        let error = |message: String| SinkError::Stream {
+            stream: self.stream.clone(),
+            message,
+        };
+        let mut pending: Vec<&Line> = lines.iter().collect();
+        for attempt in 0..PUT_ATTEMPTS {
+            if attempt > 0 {
+                metrics::counter!("infergate_kinesis_sink_retries_total").increment(1);
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(6))).await;
+            }
+            let entries = pending
+                .iter()
+                .map(|(key, line)| {
+                    aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                        .partition_key(if key.is_empty() { "-" } else { key.as_str() })
+                        .data(aws_sdk_kinesis::primitives::Blob::new(line.as_bytes()))
+                        .build()
+                        .map_err(|e| error(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = match self
+                .client
+                .put_records()
+                .stream_name(&self.stream)
+                .set_records(Some(entries))
+                .send()
+                .await
+            {
+                Ok(out) => out,
+                Err(e) => {
+                    tracing::warn!(error = %aws_sdk_kinesis::error::DisplayErrorContext(&e), "PutRecords failed");
+                    continue;
+                }
+            };
+            pending = failed(&pending, out.records());
+            if pending.is_empty() {
+                return Ok(());
+            }
+        }
+        Err(error(format!(
+            "{} records still failing after {PUT_ATTEMPTS} attempts",
+            pending.len()
+        )))
+    }
+}
+
+/// The entries whose result carries an error code: only those are sent again.
+fn failed<'a, T>(
+    sent: &[&'a T],
+    results: &[aws_sdk_kinesis::types::PutRecordsResultEntry],
+) -> Vec<&'a T> {
+    sent.iter()
+        .zip(results)
+        .filter(|(_, result)| result.error_code().is_some())
+        .map(|(entry, _)| *entry)
+        .collect()
 }
 
 #[derive(Debug)]
@@ -54,7 +188,7 @@ pub struct JsonlSink {
 
 impl JsonlSink {
     pub fn open(path: &Path) -> Result<Self, SinkError> {
-        let err = |source| SinkError {
+        let err = |source| SinkError::File {
             path: path.to_owned(),
             source,
         };
@@ -87,7 +221,7 @@ impl JsonlSink {
         }
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         file.write_all(block.as_bytes())
-            .map_err(|source| SinkError {
+            .map_err(|source| SinkError::File {
                 path: self.path.clone(),
                 source,
             })
@@ -96,7 +230,7 @@ impl JsonlSink {
     /// Forces the data to the disk (at shutdown).
     pub fn sync(&self) -> Result<(), SinkError> {
         let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.sync_data().map_err(|source| SinkError {
+        file.sync_data().map_err(|source| SinkError::File {
             path: self.path.clone(),
             source,
         })
@@ -106,6 +240,23 @@ impl JsonlSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_failed_entries_are_sent_again() {
+        use aws_sdk_kinesis::types::PutRecordsResultEntry;
+        let ok = PutRecordsResultEntry::builder()
+            .sequence_number("1")
+            .shard_id("s")
+            .build();
+        let throttled = PutRecordsResultEntry::builder()
+            .error_code("ProvisionedThroughputExceededException")
+            .error_message("slow down")
+            .build();
+        let sent = ["a", "b", "c"];
+        let refs: Vec<&&str> = sent.iter().collect();
+        let again = failed(&refs, &[ok.clone(), throttled, ok]);
+        assert_eq!(again, [&"b"]);
+    }
 
     #[test]
     fn a_torn_last_line_is_dropped_on_open() {
