@@ -713,3 +713,51 @@ async fn results_and_dead_letters_can_go_to_kinesis_streams() {
         "nothing went to the default file sink"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_iterator_is_renewed_from_the_checkpoint() {
+    let kinesalite = Kinesalite::start().await;
+    let client = kinesalite.client();
+    create_stream(&client, "expiring", 1).await;
+    put(&client, "expiring", &transactions("x", 300)).await;
+
+    // The 3rd and 4th GetRecords calls find their iterator expired.
+    let proxy = common::peers::ExpiringKinesis::start(&kinesalite.url, vec![3, 4]).await;
+    let dirs = Dirs::new("expiring");
+    let mut config = config("expiring", &kinesalite, &dirs, 50);
+    config.kinesis.as_mut().unwrap().endpoint_url = Some(proxy.url.clone());
+    let clients = Clients {
+        kinesis: Some(aws_sdk_kinesis::Client::from_conf(
+            kinesalite
+                .client()
+                .config()
+                .to_builder()
+                .endpoint_url(&proxy.url)
+                .build(),
+        )),
+        ..Clients::default()
+    };
+    let app = serve(Gateway::build_with(&config, clients).await.unwrap()).await;
+    let scored = wait_for_lines(&dirs.scored(), 300, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let expired = common::metric(
+        &app,
+        "infergate_kinesis_expired_iterators_total{shard=\"shardId-000000000000\"}",
+    )
+    .await;
+
+    app.stop().await.unwrap();
+    let scored_final = lines(&dirs.scored());
+    let ids: HashSet<&str> = scored_final
+        .iter()
+        .map(|l| l["transaction_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 300, "every record after the renewals");
+    assert_eq!(
+        scored_final.len(),
+        300,
+        "and none twice: renewed after the checkpoint"
+    );
+    assert_eq!(scored.len(), 300);
+    assert!(expired.is_some_and(|n| n >= 2.0), "{expired:?}");
+}

@@ -102,6 +102,7 @@ pub async fn spawn_app_env(config: Config, model: Arc<dyn Model>, env: &[(&str, 
 
 /// Serves an already built gateway.
 pub async fn serve(gateway: Gateway) -> TestApp {
+    infergate::telemetry::prometheus();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();

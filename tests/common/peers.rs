@@ -290,3 +290,84 @@ impl Drop for Kinesalite {
         let _ = self.child.wait();
     }
 }
+
+/// A proxy in front of a Kinesis endpoint that answers chosen `GetRecords` calls (by their
+/// 1-based number) with `ExpiredIteratorException`, and forwards everything else untouched.
+pub struct ExpiringKinesis {
+    pub url: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct ExpiringState {
+    upstream: String,
+    expire_calls: Arc<Vec<usize>>,
+    get_records: Arc<Mutex<usize>>,
+    client: reqwest::Client,
+}
+
+impl ExpiringKinesis {
+    pub async fn start(upstream: &str, expire_calls: Vec<usize>) -> Self {
+        let state = ExpiringState {
+            upstream: upstream.to_owned(),
+            expire_calls: Arc::new(expire_calls),
+            get_records: Arc::new(Mutex::new(0)),
+            client: reqwest::Client::new(),
+        };
+        let app = Router::new().route("/", post(forward)).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            url: format!("http://{addr}"),
+            server,
+        }
+    }
+}
+
+impl Drop for ExpiringKinesis {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn forward(State(state): State<ExpiringState>, headers: HeaderMap, body: Bytes) -> Response {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if target.ends_with(".GetRecords") {
+        let n = {
+            let mut calls = state.get_records.lock().unwrap();
+            *calls += 1;
+            *calls
+        };
+        if state.expire_calls.contains(&n) {
+            let body = json!({"__type": "ExpiredIteratorException", "message": "Iterator expired (injected)"});
+            return (
+                StatusCode::BAD_REQUEST,
+                [("content-type", "application/x-amz-json-1.1")],
+                body.to_string(),
+            )
+                .into_response();
+        }
+    }
+    let mut request = state.client.post(&state.upstream).body(body);
+    for (name, value) in &headers {
+        if name != "host" && name != "content-length" {
+            request = request.header(name, value);
+        }
+    }
+    let upstream = request.send().await.expect("the upstream answers");
+    let status = StatusCode::from_u16(upstream.status().as_u16()).unwrap();
+    let content_type = upstream
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/x-amz-json-1.1")
+        .to_owned();
+    let bytes = upstream.bytes().await.unwrap();
+    (status, [("content-type", content_type)], bytes).into_response()
+}
