@@ -14,9 +14,11 @@
 //! - [`api`]: HTTP handlers and the OpenAPI document generated from them.
 //! - [`server`]: router, middleware stack, serving and graceful shutdown.
 //! - [`error`]: the REST error vocabulary (RFC 9457 problem details).
+//! - [`aws`]: the one AWS SDK configuration builder.
 //! - [`telemetry`], [`shutdown`]: logs, metrics, signals.
 
 pub mod api;
+pub mod aws;
 pub mod cache;
 pub mod config;
 pub mod domain;

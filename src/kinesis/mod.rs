@@ -52,18 +52,12 @@ pub enum KinesisError {
     ShuttingDown,
 }
 
-/// Builds the SDK client from the standard AWS chain, with the configured region and endpoint.
-/// Retries stay with the consumer loop (throughput errors back off there).
+/// The SDK client for the stream (see [`crate::aws`]). Throughput errors are retried by the
+/// reader loop itself.
 pub async fn client(config: &KinesisConfig) -> Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .retry_config(aws_config::retry::RetryConfig::disabled());
-    if let Some(region) = &config.region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
-    }
-    if let Some(url) = &config.endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    Client::new(&loader.load().await)
+    let sdk =
+        crate::aws::sdk_config(config.region.as_deref(), config.endpoint_url.as_deref()).await;
+    Client::new(&sdk)
 }
 
 /// The stream's name from a name or an ARN (`arn:aws:kinesis:region:account:stream/NAME`):
@@ -435,7 +429,8 @@ impl Consumer {
             .map(|tx| (tx.transaction_id.clone(), tx.features))
             .collect();
         let mut scores = Vec::with_capacity(valid.len());
-        for chunk in valid.chunks(SCORE_CHUNK) {
+        let chunk_rows = SCORE_CHUNK.min(self.state.pipeline.max_queue_rows()).max(1);
+        for chunk in valid.chunks(chunk_rows) {
             self.state.rate_limits.wait_global(chunk.len() as u32).await;
             let outcomes = self
                 .state

@@ -19,18 +19,10 @@ use super::{Answer, Model, ModelError, PredictFuture, RawAnswer, RawFuture, RawR
 use crate::config::{Codec, SageMakerConfig};
 use crate::domain::{FeatureLayout, FeatureRow};
 
-/// Builds the SDK client from the standard AWS chain (credentials, region), with the
-/// configured region and endpoint override, and the SDK's retries off.
+/// The SDK client for the endpoint (see [`crate::aws`]).
 pub async fn client(config: &SageMakerConfig) -> Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .retry_config(aws_config::retry::RetryConfig::disabled());
-    if let Some(region) = &config.region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
-    }
-    if let Some(url) = &config.endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    let sdk = loader.load().await;
+    let sdk =
+        crate::aws::sdk_config(config.region.as_deref(), config.endpoint_url.as_deref()).await;
     Client::new(&sdk)
 }
 

@@ -117,6 +117,11 @@ impl Pipeline {
         self.inner.max_queue_rows - self.inner.permits.available_permits()
     }
 
+    /// The most rows that can wait at once: no single call may ask for more.
+    pub fn max_queue_rows(&self) -> usize {
+        self.inner.max_queue_rows
+    }
+
     pub fn deadline(&self) -> Duration {
         self.inner.deadline
     }

@@ -81,6 +81,16 @@ impl Drop for Moto {
     }
 }
 
+/// Serves a test peer on a free loopback port; the task is aborted by its owner's `Drop`.
+async fn serve_router(app: Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (format!("http://{addr}"), server)
+}
+
 /// What the fault-injecting endpoint does with one call.
 #[derive(Debug, Clone)]
 pub enum Fault {
@@ -124,13 +134,9 @@ impl FaultyEndpoint {
         let app = Router::new()
             .route("/endpoints/{name}/invocations", post(invoke))
             .with_state(Arc::clone(&script));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let (url, server) = serve_router(app).await;
         Self {
-            url: format!("http://{addr}"),
+            url,
             script,
             server,
         }
@@ -315,15 +321,8 @@ impl ExpiringKinesis {
             client: reqwest::Client::new(),
         };
         let app = Router::new().route("/", post(forward)).with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Self {
-            url: format!("http://{addr}"),
-            server,
-        }
+        let (url, server) = serve_router(app).await;
+        Self { url, server }
     }
 }
 
