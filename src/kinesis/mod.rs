@@ -474,12 +474,18 @@ impl Consumer {
         self.dead_letters.write(&dead_lines).await?;
         metrics::counter!("infergate_kinesis_dead_letters_total", &labels)
             .increment(dead_lines.len() as u64);
-        if let Some((last, _)) = entries.last() {
+        // The page's last record, even one that held no user record, is where the shard resumes.
+        if let Some(last) = records.last() {
+            let sequence_number = last.sequence_number().to_owned();
+            let sub_sequence_number = entries
+                .last()
+                .filter(|(p, _)| p.sequence_number == sequence_number)
+                .and_then(|(p, _)| p.sub_sequence_number);
             self.checkpoints.save(
                 shard_id,
                 Checkpoint {
-                    sequence_number: Some(last.sequence_number.clone()),
-                    sub_sequence_number: last.sub_sequence_number,
+                    sequence_number: Some(sequence_number),
+                    sub_sequence_number,
                     ended: false,
                 },
             )?;
