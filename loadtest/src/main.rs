@@ -1,9 +1,18 @@
 //! Load tools for infergate.
 //!
-//! `loadtest fake-endpoint` stands in for a SageMaker endpoint in benchmarks: it speaks
-//! `InvokeEndpoint`'s wire format, takes a fixed time per invocation, serves a bounded number of
-//! invocations at once (later ones wait their turn, as on an instance with N workers), and
-//! counts invocations and rows at `GET /stats`. The open-loop HTTP load generator comes next.
+//! - `loadtest http`: HTTP load on infergate's scoring routes with synthetic transactions, open
+//!   loop (a constant arrival rate, latency timed from when each request was due) or closed loop
+//!   (N connections); HDR percentiles, counts by status, a JSON summary.
+//! - `loadtest fake-endpoint` stands in for a SageMaker endpoint in benchmarks: it speaks
+//!   `InvokeEndpoint`'s wire format, takes a fixed time per invocation, serves a bounded number
+//!   of invocations at once (later ones wait their turn, as on an instance with N workers), and
+//!   counts invocations and rows at `GET /stats`.
+//! - `loadtest ceiling`: a minimal server answering a fixed JSON score, the most any HTTP
+//!   gateway on this machine could do.
+
+mod generator;
+mod http;
+mod stats;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +34,13 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// HTTP load on a scoring route.
+    Http(HttpArgs),
+    /// A minimal HTTP server answering every POST with a fixed score (the ceiling).
+    Ceiling {
+        #[arg(long, default_value = "127.0.0.1:18099")]
+        bind: String,
+    },
     /// A fake SageMaker endpoint: fixed latency, bounded concurrency, one score per CSV row.
     FakeEndpoint {
         #[arg(long, default_value = "127.0.0.1:5055")]
@@ -65,9 +81,182 @@ async fn stats(State(endpoint): State<Arc<Endpoint>>) -> impl IntoResponse {
     }))
 }
 
+#[derive(clap::Args)]
+struct HttpArgs {
+    /// The gateway's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// `score`, `score-batch` or `sagemaker` (CSV rows on the SageMaker-compatible route).
+    #[arg(long, default_value = "score")]
+    target: String,
+    /// Open loop: requests per second. Without it, closed loop over `--connections`.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Closed loop: connections, each sending its next request when answered.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Transactions per request for `score-batch` and `sagemaker`.
+    #[arg(long, default_value_t = 10)]
+    batch_size: usize,
+    /// Sent as `x-api-key`.
+    #[arg(long, env = "LOADTEST_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Repeat the same transactions (cache hits) instead of fresh transaction ids (misses).
+    #[arg(long)]
+    cache_hits: bool,
+    #[arg(long, default_value_t = 0.01)]
+    fraud_rate: f64,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Open loop: most requests in flight; beyond, requests are counted as dropped.
+    #[arg(long, default_value_t = 10_000)]
+    max_in_flight: usize,
+    /// Write the JSON summary here.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Exit 1 if any request failed (not 2xx, no answer, or dropped).
+    #[arg(long)]
+    fail_on_errors: bool,
+}
+
+/// The fraud model's features, in its order, from a transaction (for CSV rows).
+fn csv_row(tx: &serde_json::Value) -> String {
+    let f = |k: &str| tx[k].as_f64().unwrap_or(0.0);
+    let hour: u32 = tx["timestamp"]
+        .as_str()
+        .and_then(|t| t.get(11..13))
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(0);
+    let foreign = u8::from(tx["country"] != tx["home_country"]);
+    let present = u8::from(tx["card_present"].as_bool().unwrap_or(false));
+    format!(
+        "{},{},{hour},{},{present},{foreign},{},{},{}",
+        f("amount"),
+        f("amount") / f("avg_amount_30d").max(1.0),
+        f("merchant_category"),
+        f("distance_from_home_km"),
+        f("tx_count_1h"),
+        f("tx_count_24h"),
+    )
+}
+
+async fn http_load(args: HttpArgs) -> std::process::ExitCode {
+    let mut generator = generator::Generator::new(args.seed, args.fraud_rate, "lt");
+    let pool: Arc<Vec<serde_json::Value>> =
+        Arc::new((0..10_000).map(|_| generator.next().0).collect());
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.max_in_flight.max(args.connections))
+        .build()
+        .expect("an HTTP client");
+    let (path, content_type) = match args.target.as_str() {
+        "score" => ("/v1/transactions/score", "application/json"),
+        "score-batch" => ("/v1/transactions/score-batch", "application/json"),
+        "sagemaker" => ("/endpoints/fraud-xgb/invocations", "text/csv"),
+        other => {
+            eprintln!("unknown --target {other}: use score, score-batch or sagemaker");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let url = format!("{}{path}", args.url.trim_end_matches('/'));
+    let target = args.target.clone();
+    let (batch, cache_hits, api_key) = (
+        args.batch_size.max(1),
+        args.cache_hits,
+        args.api_key.clone(),
+    );
+    let send = move |i: u64| {
+        let item = |k: u64| {
+            let mut tx = pool[(k % pool.len() as u64) as usize].clone();
+            if !cache_hits {
+                tx["transaction_id"] = serde_json::json!(format!("lt-{i}-{k}"));
+            }
+            tx
+        };
+        let body = match target.as_str() {
+            "score" => item(i).to_string(),
+            "score-batch" => serde_json::json!({"transactions": (0..batch as u64).map(|k| item(i * batch as u64 + k)).collect::<Vec<_>>()}).to_string(),
+            _ => (0..batch as u64).map(|k| csv_row(&item(i * batch as u64 + k)) + "\n").collect(),
+        };
+        let mut request = client
+            .post(&url)
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(key) = &api_key {
+            request = request.header("x-api-key", key);
+        }
+        async move {
+            request
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .map_err(|_| ())
+        }
+    };
+    let duration = Duration::from_secs_f64(args.seconds);
+    let (stats, elapsed) = match args.rate {
+        Some(rate) => http::open_loop(rate, duration, args.max_in_flight, send).await,
+        None => http::closed_loop(args.connections, duration, send).await,
+    };
+    let summary = stats.summary(elapsed);
+    let l = &summary.latency_ms;
+    println!(
+        "{} {}: {:.0} req/s, ok {} of {}, errors {}, dropped {}, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        args.target,
+        args.rate
+            .map_or(format!("closed loop x{}", args.connections), |r| format!(
+                "open loop {r}/s"
+            )),
+        summary.achieved_rps,
+        summary.ok,
+        summary.sent,
+        summary.errors,
+        summary.dropped,
+        l.p50,
+        l.p90,
+        l.p99,
+        l.p999,
+        l.max
+    );
+    if let Some(path) = &args.out {
+        let json = serde_json::to_string_pretty(&summary).expect("a summary serializes");
+        if let Err(e) = std::fs::write(path, json) {
+            eprintln!("cannot write {}: {e}", path.display());
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    if args.fail_on_errors && (summary.ok != summary.sent || summary.dropped > 0) {
+        eprintln!("some requests failed: {:?}", summary.statuses);
+        return std::process::ExitCode::FAILURE;
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+async fn ceiling(bind: &str) {
+    let app = Router::new().fallback(post(|| async {
+        (
+            [("content-type", "application/json")],
+            r#"{"transaction_id":"tx","fraud_score":0.01,"decision":"approve","model":"ceiling@0","cached":false}"#,
+        )
+    }));
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .unwrap_or_else(|e| panic!("cannot listen on {bind}: {e}"));
+    eprintln!("ceiling server on {bind}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .expect("the ceiling server serves");
+}
+
 #[tokio::main]
-async fn main() {
+async fn main() -> std::process::ExitCode {
     match Args::parse().command {
+        Command::Http(args) => return http_load(args).await,
+        Command::Ceiling { bind } => ceiling(&bind).await,
         Command::FakeEndpoint {
             bind,
             latency_ms,
@@ -97,4 +286,5 @@ async fn main() {
                 .expect("the fake endpoint serves");
         }
     }
+    std::process::ExitCode::SUCCESS
 }
