@@ -84,22 +84,7 @@ async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: i32
         .send()
         .await
         .expect("the stream is created");
-    for _ in 0..100 {
-        let d = client
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .unwrap();
-        if d.stream_description_summary()
-            .map(|s| s.stream_status().as_str())
-            == Some("ACTIVE")
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the stream never became active");
+    wait_active(client, name).await;
 }
 
 /// Puts `(partition key, data)` records, 500 per call, retrying failed entries.
@@ -433,7 +418,7 @@ async fn wait_active(client: &aws_sdk_kinesis::Client, stream: &str) {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("the stream never became active again");
+    panic!("the stream {stream} never became active");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
