@@ -3,27 +3,23 @@
 //! - `loadtest http`: HTTP load on infergate's scoring routes with synthetic transactions, open
 //!   loop (a constant arrival rate, latency timed from when each request was due) or closed loop
 //!   (N connections); HDR percentiles, counts by status, a JSON summary.
-//! - `loadtest fake-endpoint` stands in for a SageMaker endpoint in benchmarks: it speaks
-//!   `InvokeEndpoint`'s wire format, takes a fixed time per invocation, serves a bounded number
-//!   of invocations at once (later ones wait their turn, as on an instance with N workers), and
-//!   counts invocations and rows at `GET /stats`.
+//! - `loadtest fake-endpoint` stands in for a SageMaker endpoint in benchmarks (see `fake`):
+//!   fixed latency plus a cost per row, bounded concurrency (beyond: wait, or throttle), an
+//!   error rate, counters at `GET /stats`.
 //! - `loadtest ceiling`: a minimal server answering a fixed JSON score, the most any HTTP
 //!   gateway on this machine could do.
 
+mod fake;
 mod generator;
 mod http;
 mod stats;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::post;
 use clap::{Parser, Subcommand};
-use tokio::sync::Semaphore;
 
 #[derive(Parser)]
 #[command(name = "loadtest", about = "Load tools for infergate")]
@@ -45,40 +41,24 @@ enum Command {
     FakeEndpoint {
         #[arg(long, default_value = "127.0.0.1:5055")]
         bind: String,
-        /// Time each invocation takes, whatever its size.
+        /// Time each invocation takes, whatever its size...
         #[arg(long, default_value_t = 5)]
         latency_ms: u64,
-        /// Invocations served at once; more wait.
+        /// ...plus this much per row.
+        #[arg(long, default_value_t = 0)]
+        cost_per_row_us: u64,
+        /// Invocations served at once; more wait (or are throttled with --throttle).
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+        /// Answer `ThrottlingException` beyond the concurrency instead of waiting.
+        #[arg(long)]
+        throttle: bool,
+        /// Share of invocations answered `ServiceUnavailable`.
+        #[arg(long, default_value_t = 0.0)]
+        error_rate: f64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
     },
-}
-
-struct Endpoint {
-    latency: Duration,
-    slots: Semaphore,
-    invocations: AtomicU64,
-    rows: AtomicU64,
-}
-
-async fn invoke(State(endpoint): State<Arc<Endpoint>>, body: String) -> impl IntoResponse {
-    let _slot = endpoint
-        .slots
-        .acquire()
-        .await
-        .expect("the semaphore is never closed");
-    tokio::time::sleep(endpoint.latency).await;
-    let rows = body.lines().filter(|l| !l.trim().is_empty()).count();
-    endpoint.invocations.fetch_add(1, Ordering::Relaxed);
-    endpoint.rows.fetch_add(rows as u64, Ordering::Relaxed);
-    ([("content-type", "text/csv")], "0.5\n".repeat(rows))
-}
-
-async fn stats(State(endpoint): State<Arc<Endpoint>>) -> impl IntoResponse {
-    axum::Json(serde_json::json!({
-        "invocations": endpoint.invocations.load(Ordering::Relaxed),
-        "rows": endpoint.rows.load(Ordering::Relaxed),
-    }))
 }
 
 #[derive(clap::Args)]
@@ -260,23 +240,27 @@ async fn main() -> std::process::ExitCode {
         Command::FakeEndpoint {
             bind,
             latency_ms,
+            cost_per_row_us,
             concurrency,
+            throttle,
+            error_rate,
+            seed,
         } => {
-            let endpoint = Arc::new(Endpoint {
+            let app = fake::router(fake::Options {
                 latency: Duration::from_millis(latency_ms),
-                slots: Semaphore::new(concurrency.max(1)),
-                invocations: AtomicU64::new(0),
-                rows: AtomicU64::new(0),
+                cost_per_row: Duration::from_micros(cost_per_row_us),
+                concurrency,
+                throttle,
+                error_rate,
+                seed,
             });
-            let app = Router::new()
-                .route("/endpoints/{name}/invocations", post(invoke))
-                .route("/stats", get(stats))
-                .with_state(endpoint);
             let listener = tokio::net::TcpListener::bind(&bind)
                 .await
                 .unwrap_or_else(|e| panic!("cannot listen on {bind}: {e}"));
             eprintln!(
-                "fake endpoint on {bind}: {latency_ms} ms per invocation, {concurrency} at once"
+                "fake endpoint on {bind}: {latency_ms} ms + {cost_per_row_us} us/row per invocation, \
+                 {concurrency} at once{}",
+                if throttle { ", throttling beyond" } else { "" }
             );
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
