@@ -157,10 +157,22 @@ impl From<ScoreError> for ApiError {
     }
 }
 
+/// Rides every error response as an extension, so that a route speaking another error dialect
+/// (the SageMaker route's rest-json) can re-render it without parsing the body.
+#[derive(Debug, Clone)]
+pub struct RenderedError {
+    pub kind: ErrorKind,
+    pub detail: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = self.problem();
         let mut response = (self.kind.status(), axum::Json(problem)).into_response();
+        response.extensions_mut().insert(RenderedError {
+            kind: self.kind,
+            detail: self.detail,
+        });
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(secs) = self.kind.retry_after() {

@@ -5,7 +5,7 @@
 //! Errors use AWS's rest-json shape (`x-amzn-ErrorType` header, `{"message": ...}` body) with
 //! SageMaker's codes, so that botocore raises its modelled exceptions.
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use super::score::wants_refresh;
 use crate::cache::RawCache;
-use crate::error::{ErrorKind, PROBLEM_JSON, Problem};
+use crate::error::{ErrorKind, RenderedError};
 use crate::middleware::auth::Caller;
 use crate::model::RawRequest;
 use crate::pipeline::{Admit, ScoreError};
@@ -130,43 +130,17 @@ impl IntoResponse for SageMakerError {
 /// this route, keeping their headers (`Retry-After`, `RateLimit-*`).
 pub async fn aws_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
-    if !is_problem {
+    let Some(error) = response.extensions().get::<RenderedError>().cloned() else {
         return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .unwrap_or_default();
-    let Ok(problem) = serde_json::from_slice::<Problem>(&bytes) else {
-        return Response::from_parts(parts, Body::from(bytes));
     };
-    let kind = kind_of(&problem.type_);
-    let converted = SageMakerError::from_kind(kind, problem.detail).into_response();
+    let (mut parts, _problem) = response.into_parts();
+    let converted = SageMakerError::from_kind(error.kind, error.detail).into_response();
     let (converted_parts, converted_body) = converted.into_parts();
     parts.status = converted_parts.status;
     parts.headers.remove(header::WWW_AUTHENTICATE);
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.extend(converted_parts.headers);
     Response::from_parts(parts, converted_body)
-}
-
-fn kind_of(problem_type: &str) -> ErrorKind {
-    match problem_type.rsplit(':').next().unwrap_or("") {
-        "unauthorized" => ErrorKind::Unauthorized,
-        "rate_limited" => ErrorKind::RateLimited,
-        "payload_too_large" => ErrorKind::PayloadTooLarge,
-        "unsupported_media_type" => ErrorKind::UnsupportedMediaType,
-        "overloaded" => ErrorKind::Overloaded,
-        "shutting_down" => ErrorKind::ShuttingDown,
-        "model_unavailable" => ErrorKind::ModelUnavailable,
-        "deadline_exceeded" => ErrorKind::DeadlineExceeded,
-        "not_found" => ErrorKind::NotFound,
-        _ => ErrorKind::InvalidInput,
-    }
 }
 
 /// Cost of a CSV body for the rate limit: its number of rows.
