@@ -361,6 +361,15 @@ pub fn json_type(value: &Value) -> &'static str {
     }
 }
 
+/// At most the first `max_chars` characters of `s`: what error messages and logs quote of
+/// caller-controlled text.
+pub fn clip(s: &str, max_chars: usize) -> &str {
+    match s.char_indices().nth(max_chars) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
 /// Shortens a received value for an error message: enough to recognise it, never a whole
 /// payload.
 fn shown(value: &Value) -> String {

@@ -267,10 +267,7 @@ pub fn app(state: AppState, config: &Config) -> Router {
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         ErrorKind::NotFound,
-        format!(
-            "no route for {}",
-            uri.path().chars().take(128).collect::<String>()
-        ),
+        format!("no route for {}", crate::domain::clip(uri.path(), 128)),
     )
 }
 

@@ -6,7 +6,8 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use serde_json::Value;
 
-use crate::domain::FieldError;
+use super::essence;
+use crate::domain::{FieldError, clip};
 use crate::error::{ApiError, ErrorKind};
 
 /// A request body that is JSON, parsed but not yet validated.
@@ -27,7 +28,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 ErrorKind::UnsupportedMediaType,
                 format!(
                     "the body must be `application/json`. Given content type: {:?}",
-                    truncate(content_type)
+                    clip(content_type, 64)
                 ),
             ));
         }
@@ -54,21 +55,9 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 }
 
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = essence(content_type);
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
-}
-
-fn truncate(s: &str) -> &str {
-    match s.char_indices().nth(64) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
 }
 
 #[cfg(test)]

@@ -71,6 +71,26 @@ impl Modify for SecuritySchemes {
     }
 }
 
+/// A media type's essence: lower-cased, without parameters (`Text/CSV; charset=utf-8` ->
+/// `text/csv`).
+pub(crate) fn essence(raw: &str) -> String {
+    raw.split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The essence of a media-type header (`Content-Type`, `Accept`); empty when absent.
+pub(crate) fn media_type(headers: &axum::http::HeaderMap, name: axum::http::HeaderName) -> String {
+    essence(
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+    )
+}
+
 /// The OpenAPI document as pretty JSON, exactly as committed in `openapi/openapi.json`.
 pub fn openapi_json() -> String {
     let mut s = ApiDoc::openapi()

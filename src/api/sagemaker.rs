@@ -16,8 +16,10 @@ use utoipa::ToSchema;
 
 use std::sync::Arc;
 
+use super::media_type;
 use super::score::wants_refresh;
 use crate::cache::RawCache;
+use crate::domain::clip;
 use crate::error::{ErrorKind, RenderedError};
 use crate::middleware::auth::Caller;
 use crate::model::RawRequest;
@@ -204,7 +206,7 @@ pub async fn invocations(
     body: Bytes,
 ) -> Result<Response, SageMakerError> {
     // One model answers every endpoint name; the name is kept for the logs.
-    tracing::debug!(endpoint = %endpoint.chars().take(64).collect::<String>(), "invocation");
+    tracing::debug!(endpoint = %clip(&endpoint, 64), "invocation");
     let content_type = media_type(&headers, header::CONTENT_TYPE);
     if content_type != "text/csv" {
         return pass_through(&state, &caller, &headers, &body).await;
@@ -287,7 +289,7 @@ async fn pass_through(
                     status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     message: format!(
                         "the embedded model accepts `text/csv`; given content type {:?}",
-                        content_type.chars().take(64).collect::<String>()
+                        clip(content_type, 64)
                     ),
                     retry_after: None,
                 });
@@ -324,17 +326,6 @@ pub async fn ping(State(state): State<AppState>) -> StatusCode {
     }
 }
 
-/// The lower-cased media type of a header, without parameters.
-fn media_type(headers: &HeaderMap, name: header::HeaderName) -> String {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
-}
-
 /// Rows of `width` numbers; every problem is reported (up to a limit), with its row and column.
 fn parse_csv(body: &[u8], width: usize) -> Result<Vec<Vec<f32>>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8 text".to_owned())?;
@@ -367,7 +358,7 @@ fn parse_csv(body: &[u8], width: usize) -> Result<Vec<Vec<f32>>, String> {
                     "row {} column {}: {:?} is not a finite number",
                     n + 1,
                     c + 1,
-                    field.chars().take(32).collect::<String>()
+                    clip(field, 32)
                 )),
             }
         }

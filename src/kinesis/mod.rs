@@ -542,7 +542,7 @@ fn aws_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
             s.err().code().unwrap_or("error"),
             s.err().message().unwrap_or("")
         ),
-        other => format!("{other:?}").chars().take(300).collect(),
+        other => crate::domain::clip(&format!("{other:?}"), 300).to_owned(),
     };
     KinesisError::Aws { operation, message }
 }

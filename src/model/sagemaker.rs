@@ -360,10 +360,7 @@ fn parse_scores(body: &[u8], n: usize, codec: Codec) -> Result<Vec<f32>, ModelEr
                 .filter(|t| !t.is_empty())
                 .map(|t| {
                     t.parse::<f32>().map_err(|_| {
-                        bad(format!(
-                            "{:?} is not a number",
-                            t.chars().take(32).collect::<String>()
-                        ))
+                        bad(format!("{:?} is not a number", crate::domain::clip(t, 32)))
                     })
                 })
                 .collect::<Result<_, _>>()?
