@@ -90,9 +90,15 @@ fn describe() {
         "infergate_cache_requests_total",
         "Response cache look-ups, by result (hit, miss)"
     );
-    describe_counter!(
-        "infergate_cache_evictions_total",
-        "Cache entries evicted, by cause (expired, size)"
+    describe_gauge!(
+        "infergate_cache_entries",
+        Unit::Count,
+        "Scores in the response cache, when scraped"
+    );
+    describe_gauge!(
+        "infergate_raw_cache_bytes",
+        Unit::Bytes,
+        "Bytes of pass-through answers in the cache, when scraped"
     );
     describe_counter!("infergate_auth_failures_total", "Requests refused with 401");
     describe_counter!(

@@ -355,8 +355,27 @@ async fn health_metrics_docs_and_unknown_routes() {
     let ready = app.get("/health/ready").await;
     assert_eq!(ready.status(), 200);
 
-    app.post_json("/v1/transactions/score", &transaction("tx-m", json!({})))
-        .await;
+    // Every response carries a request id: a new one, distinct per request, or the caller's own.
+    let ids: Vec<String> = [
+        app.post_json("/v1/transactions/score", &transaction("tx-m", json!({})))
+            .await,
+        app.get("/health/live").await,
+    ]
+    .iter()
+    .map(|r| r.headers()["x-request-id"].to_str().unwrap().to_owned())
+    .collect();
+    assert_ne!(ids[0], ids[1]);
+    let prefix = |id: &str| id.split('-').next().unwrap().to_owned();
+    assert_eq!(prefix(&ids[0]), prefix(&ids[1]), "{ids:?}");
+    assert_eq!(prefix(&ids[0]).len(), 16, "{ids:?}");
+    let echoed = app
+        .client
+        .get(app.url("/health/live"))
+        .header("x-request-id", "caller-chosen-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "caller-chosen-7");
     let metrics = app.get("/metrics").await.text().await.unwrap();
     for name in [
         "infergate_http_requests_total{route=\"/v1/transactions/score\",method=\"POST\",status=\"200\"}",
@@ -364,6 +383,7 @@ async fn health_metrics_docs_and_unknown_routes() {
         "infergate_batch_rows_bucket",
         "infergate_model_duration_seconds_bucket",
         "infergate_queue_rows",
+        "infergate_cache_entries",
     ] {
         assert!(
             metrics.contains(name),

@@ -1,5 +1,7 @@
 //! Liveness, readiness and metrics.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
@@ -24,7 +26,7 @@ pub struct Health {
 /// The process is up (restart it if this fails).
 #[utoipa::path(get, path = "/health/live", tag = "operations",
     responses((status = 200, description = "Alive", body = Health)))]
-pub async fn live(State(state): State<AppState>) -> Json<Health> {
+pub async fn live(State(state): State<Arc<AppState>>) -> Json<Health> {
     Json(health(&state, "ok"))
 }
 
@@ -36,7 +38,7 @@ pub async fn live(State(state): State<AppState>) -> Json<Health> {
             content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     ))]
-pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
     if state.is_shutting_down() {
         return Err(ApiError::new(
             ErrorKind::ShuttingDown,
@@ -70,7 +72,10 @@ fn health(state: &AppState, status: &str) -> Health {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String,
         content_type = "text/plain; version=0.0.4")))]
-pub async fn metrics() -> impl IntoResponse {
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    // Cache sizes are read when scraped rather than tracked on every insert and eviction.
+    metrics::gauge!("infergate_cache_entries").set(state.cache.entry_count() as f64);
+    metrics::gauge!("infergate_raw_cache_bytes").set(state.raw_cache.weighted_size() as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::telemetry::prometheus().render(),

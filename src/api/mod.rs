@@ -103,6 +103,9 @@ pub fn openapi_json() -> String {
 /// Every route. The scoring routes carry their own stack (who is calling, then their limits);
 /// `server::app` wraps everything in the common one.
 pub fn router(state: AppState) -> Router {
+    // One `Arc` for the whole state: axum clones the state for every request, and a clone of
+    // the fields (two caches, several `Arc`s) costs measurably more on the hot path.
+    let state = Arc::new(state);
     let single = Router::new().route("/v1/transactions/score", post(score::score));
     let batch = Router::new().route("/v1/transactions/score-batch", post(score::score_batch));
     let invocations = Router::new().route(
@@ -127,7 +130,11 @@ pub fn router(state: AppState) -> Router {
 /// The per-route stack. In request order: authenticate (401), then charge the caller's plan and
 /// the global limit (429); validation happens in the handler, after both. (`route_layer` wraps
 /// what is already there, so the layer added last runs first.)
-fn guarded(routes: Router<AppState>, state: &AppState, cost: Option<CostFn>) -> Router<AppState> {
+fn guarded(
+    routes: Router<Arc<AppState>>,
+    state: &AppState,
+    cost: Option<CostFn>,
+) -> Router<Arc<AppState>> {
     let limits = RateLimitState {
         limits: Arc::clone(&state.rate_limits),
         cost,

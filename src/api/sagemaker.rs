@@ -199,7 +199,7 @@ pub fn csv_cost(body: &[u8]) -> u32 {
     )
 )]
 pub async fn invocations(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Path(endpoint): Path<String>,
     headers: HeaderMap,
@@ -318,7 +318,7 @@ async fn pass_through(
 /// A SageMaker container's health check.
 #[utoipa::path(get, path = "/ping", tag = "sagemaker",
     responses((status = 200, description = "The model is loaded")))]
-pub async fn ping(State(state): State<AppState>) -> StatusCode {
+pub async fn ping(State(state): State<Arc<AppState>>) -> StatusCode {
     if state.pipeline.model().ready() && !state.is_shutting_down() {
         StatusCode::OK
     } else {

@@ -1,5 +1,7 @@
 //! `POST /v1/transactions/score` and `POST /v1/transactions/score-batch`.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::{Extension, Json};
@@ -129,7 +131,7 @@ pub struct BatchItem {
     )
 )]
 pub async fn score(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
@@ -221,7 +223,7 @@ pub(crate) fn wants_refresh(headers: &HeaderMap, caller: &Caller) -> bool {
     )
 )]
 pub async fn score_batch(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,

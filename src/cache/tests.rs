@@ -152,3 +152,46 @@ async fn a_disabled_cache_always_computes() {
     cache.insert(key("d"), scored(0.5)).await;
     assert_eq!(cache.get(&key("d")).await, None);
 }
+
+#[tokio::test]
+async fn a_full_cache_keeps_the_newest_scores() {
+    // LRU: the newest key always gets in and the least recently used one leaves. (With moka's
+    // default TinyLFU, a key seen once is often refused by a full cache, so a retry that comes
+    // seconds later would be scored again.)
+    let cache = ScoreCache::new(&CacheConfig {
+        ttl_s: 60,
+        max_entries: 10,
+    });
+    for i in 0..10 {
+        cache.insert(key(&format!("old-{i}")), scored(0.1)).await;
+    }
+    let pending = || cache.entries.as_ref().unwrap().run_pending_tasks();
+    pending().await;
+    assert!(
+        cache.get(&key("old-0")).await.is_some(),
+        "old-0 is now the most recently used"
+    );
+    pending().await;
+    for i in 0..5 {
+        cache.insert(key(&format!("new-{i}")), scored(0.2)).await;
+        pending().await;
+    }
+    for i in 0..5 {
+        assert!(
+            cache.get(&key(&format!("new-{i}"))).await.is_some(),
+            "new-{i} was turned away"
+        );
+    }
+    assert!(
+        cache.get(&key("old-0")).await.is_some(),
+        "the recently read entry stays"
+    );
+    for i in 1..6 {
+        assert!(
+            cache.get(&key(&format!("old-{i}"))).await.is_none(),
+            "old-{i} should have left"
+        );
+    }
+    pending().await;
+    assert_eq!(cache.entry_count(), 10);
+}
