@@ -2,7 +2,10 @@
 //!
 //! - `loadtest http`: HTTP load on infergate's scoring routes with synthetic transactions, open
 //!   loop (a constant arrival rate, latency timed from when each request was due) or closed loop
-//!   (N connections); HDR percentiles, counts by status, a JSON summary.
+//!   (N connections), with an API key or SigV4-signed; HDR percentiles, counts by status, a
+//!   per-second timeline, a JSON summary and an SVG plot.
+//! - `loadtest kinesis`: the same transactions put into a Kinesis stream at a constant rate
+//!   (optionally KPL-aggregated), timed until the gateway's consumer wrote their results.
 //! - `loadtest fake-endpoint` stands in for a SageMaker endpoint in benchmarks (see `fake`):
 //!   fixed latency plus a cost per row, bounded concurrency (beyond: wait, or throttle), an
 //!   error rate, counters at `GET /stats`.
@@ -12,10 +15,15 @@
 mod fake;
 mod generator;
 mod http;
+mod kinesis;
+mod kpl;
+mod plot;
+mod progress;
+mod sigv4;
 mod stats;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::routing::post;
@@ -32,6 +40,8 @@ struct Args {
 enum Command {
     /// HTTP load on a scoring route.
     Http(HttpArgs),
+    /// Transactions put into a Kinesis stream, timed until the gateway's consumer scored them.
+    Kinesis(kinesis::KinesisArgs),
     /// A minimal HTTP server answering every POST with a fixed score (the ceiling).
     Ceiling {
         #[arg(long, default_value = "127.0.0.1:18099")]
@@ -83,6 +93,19 @@ struct HttpArgs {
     /// Sent as `x-api-key`.
     #[arg(long, env = "LOADTEST_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// Sign each request with SigV4 with this access key id (a caller of `auth.sigv4`); then
+    /// no `x-api-key` is sent.
+    #[arg(long)]
+    sigv4_access_key: Option<String>,
+    /// The access key's secret (better given by environment than on the command line).
+    #[arg(long, env = "LOADTEST_SIGV4_SECRET_KEY", hide_env_values = true)]
+    sigv4_secret_key: Option<String>,
+    /// Region of the SigV4 credential scope.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// Service of the SigV4 credential scope.
+    #[arg(long, default_value = "sagemaker")]
+    service: String,
     /// Repeat the same transactions (cache hits) instead of fresh transaction ids (misses).
     #[arg(long)]
     cache_hits: bool,
@@ -93,12 +116,54 @@ struct HttpArgs {
     /// Open loop: most requests in flight; beyond, requests are counted as dropped.
     #[arg(long, default_value_t = 10_000)]
     max_in_flight: usize,
+    #[command(flatten)]
+    output: Output,
+}
+
+/// What a run leaves behind, in every mode.
+#[derive(clap::Args)]
+struct Output {
     /// Write the JSON summary here.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
-    /// Exit 1 if any request failed (not 2xx, no answer, or dropped).
+    /// Write an SVG plot here: latency by percentile, and throughput per second.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
+    /// No progress line on stderr (there is none either when stderr is not a terminal).
+    #[arg(long)]
+    quiet: bool,
+    /// Exit 1 if anything failed: a request not answered 2xx, a record not scored, or dropped.
     #[arg(long)]
     fail_on_errors: bool,
+}
+
+impl Output {
+    /// Writes the summary and the plot; the exit code, given whether anything `failed`.
+    fn finish(
+        &self,
+        summary: &impl serde::Serialize,
+        stats: &stats::Stats,
+        title: &str,
+        failed: bool,
+    ) -> std::process::ExitCode {
+        if let Some(path) = &self.out {
+            let json = serde_json::to_string_pretty(summary).expect("a summary serializes");
+            if let Err(e) = std::fs::write(path, json) {
+                eprintln!("cannot write {}: {e}", path.display());
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+        if let Some(path) = &self.plot
+            && let Err(e) = plot::write(path, title, stats)
+        {
+            eprintln!("cannot plot to {}: {e}", path.display());
+            return std::process::ExitCode::FAILURE;
+        }
+        if self.fail_on_errors && failed {
+            return std::process::ExitCode::FAILURE;
+        }
+        std::process::ExitCode::SUCCESS
+    }
 }
 
 /// The fraud model's features, in its order, from a transaction (for CSV rows).
@@ -140,12 +205,33 @@ async fn http_load(args: HttpArgs) -> std::process::ExitCode {
         }
     };
     let url = format!("{}{path}", args.url.trim_end_matches('/'));
+    // SigV4 signs the Host header, so it must be the one reqwest sends for this URL.
+    let signer = match (&args.sigv4_access_key, &args.sigv4_secret_key) {
+        (None, _) => None,
+        (Some(_), None) => {
+            eprintln!("--sigv4-access-key needs --sigv4-secret-key (or LOADTEST_SIGV4_SECRET_KEY)");
+            return std::process::ExitCode::from(2);
+        }
+        (Some(access_key), Some(secret_key)) => {
+            let Some(host) = reqwest::Url::parse(&url)
+                .ok()
+                .and_then(|u| sigv4::host_header(&u))
+            else {
+                eprintln!("--url {} has no host to sign", args.url);
+                return std::process::ExitCode::from(2);
+            };
+            let signer = sigv4::Signer::new(access_key, secret_key, &args.region, &args.service);
+            // Whatever would stop every request from being signed shows here, once.
+            if let Err(e) = signer.headers(&url, &host, content_type, b"", SystemTime::now()) {
+                eprintln!("cannot sign requests to {url}: {e}");
+                return std::process::ExitCode::from(2);
+            }
+            Some(Arc::new((signer, host)))
+        }
+    };
     let target = args.target.clone();
-    let (batch, cache_hits, api_key) = (
-        args.batch_size.max(1),
-        args.cache_hits,
-        args.api_key.clone(),
-    );
+    let (batch, cache_hits) = (args.batch_size.max(1), args.cache_hits);
+    let api_key = args.api_key.clone().filter(|_| signer.is_none());
     let send = move |i: u64| {
         let item = |k: u64| {
             let mut tx = pool[(k % pool.len() as u64) as usize].clone();
@@ -154,19 +240,33 @@ async fn http_load(args: HttpArgs) -> std::process::ExitCode {
             }
             tx
         };
-        let body = match target.as_str() {
+        let body: String = match target.as_str() {
             "score" => item(i).to_string(),
             "score-batch" => serde_json::json!({"transactions": (0..batch as u64).map(|k| item(i * batch as u64 + k)).collect::<Vec<_>>()}).to_string(),
             _ => (0..batch as u64).map(|k| csv_row(&item(i * batch as u64 + k)) + "\n").collect(),
         };
-        let mut request = client
-            .post(&url)
-            .header("content-type", content_type)
-            .body(body);
+        let mut request = client.post(&url).header("content-type", content_type);
         if let Some(key) = &api_key {
             request = request.header("x-api-key", key);
         }
+        // Counted as a request without an answer (it cannot fail after the check above).
+        let mut signing_failed = false;
+        if let Some(signer) = &signer {
+            let (signer, host) = signer.as_ref();
+            match signer.headers(&url, host, content_type, body.as_bytes(), SystemTime::now()) {
+                Ok(headers) => {
+                    for (name, value) in headers {
+                        request = request.header(name, value);
+                    }
+                }
+                Err(_) => signing_failed = true,
+            }
+        }
+        let request = request.body(body);
         async move {
+            if signing_failed {
+                return Err(());
+            }
             request
                 .send()
                 .await
@@ -175,19 +275,30 @@ async fn http_load(args: HttpArgs) -> std::process::ExitCode {
         }
     };
     let duration = Duration::from_secs_f64(args.seconds);
-    let (stats, elapsed) = match args.rate {
-        Some(rate) => http::open_loop(rate, duration, args.max_in_flight, send).await,
-        None => http::closed_loop(args.connections, duration, send).await,
+    let live = stats::Live::default();
+    let progress = {
+        let (live, mut rate) = (live.clone(), progress::Rate::default());
+        progress::Progress::start(duration, args.output.quiet, move || {
+            let snapshot = live.snapshot();
+            let rate = rate.update(tokio::time::Instant::now(), snapshot.answered);
+            progress::http_message(&snapshot, rate)
+        })
     };
+    let (stats, elapsed) = match args.rate {
+        Some(rate) => http::open_loop(rate, duration, args.max_in_flight, &live, send).await,
+        None => http::closed_loop(args.connections, duration, &live, send).await,
+    };
+    progress.finish();
     let summary = stats.summary(elapsed);
     let l = &summary.latency_ms;
+    let mode = args
+        .rate
+        .map_or(format!("closed loop x{}", args.connections), |r| {
+            format!("open loop {r}/s")
+        });
     println!(
-        "{} {}: {:.0} req/s, ok {} of {}, errors {}, dropped {}, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        "{} {mode}: {:.0} req/s, ok {} of {}, errors {}, dropped {}, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
         args.target,
-        args.rate
-            .map_or(format!("closed loop x{}", args.connections), |r| format!(
-                "open loop {r}/s"
-            )),
         summary.achieved_rps,
         summary.ok,
         summary.sent,
@@ -199,18 +310,12 @@ async fn http_load(args: HttpArgs) -> std::process::ExitCode {
         l.p999,
         l.max
     );
-    if let Some(path) = &args.out {
-        let json = serde_json::to_string_pretty(&summary).expect("a summary serializes");
-        if let Err(e) = std::fs::write(path, json) {
-            eprintln!("cannot write {}: {e}", path.display());
-            return std::process::ExitCode::FAILURE;
-        }
-    }
-    if args.fail_on_errors && (summary.ok != summary.sent || summary.dropped > 0) {
+    let failed = summary.ok != summary.sent || summary.dropped > 0;
+    if args.output.fail_on_errors && failed {
         eprintln!("some requests failed: {:?}", summary.statuses);
-        return std::process::ExitCode::FAILURE;
     }
-    std::process::ExitCode::SUCCESS
+    let title = format!("http {}: {mode}", args.target);
+    args.output.finish(&summary, &stats, &title, failed)
 }
 
 async fn ceiling(bind: &str) {
@@ -236,6 +341,7 @@ async fn ceiling(bind: &str) {
 async fn main() -> std::process::ExitCode {
     match Args::parse().command {
         Command::Http(args) => return http_load(args).await,
+        Command::Kinesis(args) => return kinesis::run(args).await,
         Command::Ceiling { bind } => ceiling(&bind).await,
         Command::FakeEndpoint {
             bind,

@@ -1,43 +1,92 @@
 //! Latency and outcome bookkeeping: an HDR histogram of latencies (microseconds, 3 significant
-//! digits) and counts by status, merged into a JSON summary.
+//! digits), counts by outcome, and a timeline of per-second buckets, merged into a JSON summary.
+//!
+//! A run's recorders (one per closed-loop connection, one for an open loop) each own a `Stats`
+//! behind a lock of their own, so recording never contends with other connections; `Live` lets
+//! the progress line read them while the run goes, and `merge` adds them up at the end.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use tokio::time::Instant;
+
+/// Highest latency recorded, in microseconds (longer ones count as this).
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// What a request (or record) came to, as counted in the summary's `statuses`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// An HTTP status.
+    Status(u16),
+    /// A named outcome (the Kinesis mode's `scored`, or a dead letter's reason).
+    Label(String),
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Status(status) => write!(f, "{status}"),
+            Self::Label(label) => f.write_str(label),
+        }
+    }
+}
+
+/// What ended in one second of the run.
+#[derive(Debug, Clone, Default)]
+struct Second {
+    /// Answers of any kind, plus requests that got none.
+    completions: u64,
+    /// Of those, not successful: a non-2xx status (or a dead letter), or no answer.
+    errors: u64,
+    dropped: u64,
+    /// Latencies answered in this second. Two significant digits (about 10 KB each) are plenty
+    /// for a plot, and keep a closed loop's per-connection timelines small.
+    latency_us: Option<Histogram<u32>>,
+}
+
+impl Second {
+    fn merge(&mut self, other: &Second) {
+        self.completions += other.completions;
+        self.errors += other.errors;
+        self.dropped += other.dropped;
+        if let Some(theirs) = &other.latency_us {
+            match &mut self.latency_us {
+                Some(ours) => ours.add(theirs).expect("same bounds"),
+                None => self.latency_us = Some(theirs.clone()),
+            }
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Stats {
+    /// The run's start: second `n` of the timeline is `[start + n s, start + n+1 s)`.
+    start: Instant,
     latency_us: Histogram<u64>,
-    statuses: BTreeMap<u16, u64>,
-    /// Requests that got no HTTP answer (connection refused, reset, timeout).
-    pub errors: u64,
+    outcomes: BTreeMap<Outcome, u64>,
+    ok: u64,
+    /// Requests that got no answer (connection refused, reset, timeout).
+    errors: u64,
     /// Requests not sent because too many were already in flight (the target is far behind).
-    pub dropped: u64,
-}
-
-impl Default for Stats {
-    fn default() -> Self {
-        Self {
-            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
-            statuses: BTreeMap::new(),
-            errors: 0,
-            dropped: 0,
-        }
-    }
+    dropped: u64,
+    timeline: Vec<Second>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
 pub struct Summary {
     pub sent: u64,
     pub ok: u64,
-    pub statuses: BTreeMap<u16, u64>,
+    pub statuses: BTreeMap<String, u64>,
     pub errors: u64,
     pub dropped: u64,
     pub seconds: f64,
     pub achieved_rps: f64,
     pub latency_ms: Percentiles,
+    pub timeline: Vec<SecondSummary>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -50,36 +99,143 @@ pub struct Percentiles {
     pub mean: f64,
 }
 
+/// One second of the timeline in the summary.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SecondSummary {
+    /// Seconds since the start of the run.
+    pub second: u64,
+    pub completions: u64,
+    pub errors: u64,
+    pub dropped: u64,
+    /// Of the answers in this second; `null` when there were none.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
 impl Stats {
-    /// An answer with `status`, `latency` after the request was due.
-    pub fn record(&mut self, status: u16, latency: Duration) {
-        *self.statuses.entry(status).or_default() += 1;
-        let us = (latency.as_micros() as u64).clamp(1, self.latency_us.high());
-        self.latency_us.record(us).expect("clamped into range");
+    pub fn new(start: Instant) -> Self {
+        Self {
+            start,
+            latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid bounds"),
+            outcomes: BTreeMap::new(),
+            ok: 0,
+            errors: 0,
+            dropped: 0,
+            timeline: Vec::new(),
+        }
     }
 
-    pub fn merge(&mut self, other: &Stats) {
-        self.latency_us.add(&other.latency_us).expect("same bounds");
-        for (status, n) in &other.statuses {
-            *self.statuses.entry(*status).or_default() += n;
+    /// The bucket of the second `at` falls in.
+    fn second(&mut self, at: Instant) -> &mut Second {
+        let index = at.saturating_duration_since(self.start).as_secs() as usize;
+        if self.timeline.len() <= index {
+            self.timeline.resize_with(index + 1, Second::default);
         }
+        &mut self.timeline[index]
+    }
+
+    /// An HTTP answer with `status`, `latency` after the request was due, received `at`.
+    pub fn record(&mut self, status: u16, latency: Duration, at: Instant) {
+        self.record_outcome(
+            Outcome::Status(status),
+            (200..300).contains(&status),
+            latency,
+            at,
+        );
+    }
+
+    /// An answer of any kind; `ok` says whether it counts as a success.
+    pub fn record_outcome(&mut self, outcome: Outcome, ok: bool, latency: Duration, at: Instant) {
+        *self.outcomes.entry(outcome).or_default() += 1;
+        self.ok += u64::from(ok);
+        let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
+        self.latency_us.record(us).expect("clamped into range");
+        let second = self.second(at);
+        second.completions += 1;
+        second.errors += u64::from(!ok);
+        second
+            .latency_us
+            .get_or_insert_with(|| {
+                Histogram::new_with_bounds(1, MAX_LATENCY_US, 2).expect("valid bounds")
+            })
+            .saturating_record(us);
+    }
+
+    /// A request that ended `at` without an answer.
+    pub fn record_error(&mut self, at: Instant) {
+        self.errors += 1;
+        let second = self.second(at);
+        second.completions += 1;
+        second.errors += 1;
+    }
+
+    /// Requests given up without an instant of their own (the Kinesis mode's lost records):
+    /// in the totals, not in the timeline.
+    pub fn add_errors(&mut self, n: u64) {
+        self.errors += n;
+    }
+
+    /// A request not sent `at` (too many in flight).
+    pub fn record_dropped(&mut self, at: Instant) {
+        self.dropped += 1;
+        self.second(at).dropped += 1;
+    }
+
+    /// Adds another recorder's stats of the same run (same start).
+    pub fn merge(&mut self, other: &Stats) {
+        assert_eq!(self.start, other.start, "merging stats of different runs");
+        self.latency_us.add(&other.latency_us).expect("same bounds");
+        for (outcome, n) in &other.outcomes {
+            *self.outcomes.entry(outcome.clone()).or_default() += n;
+        }
+        self.ok += other.ok;
         self.errors += other.errors;
         self.dropped += other.dropped;
+        if self.timeline.len() < other.timeline.len() {
+            self.timeline
+                .resize_with(other.timeline.len(), Second::default);
+        }
+        for (ours, theirs) in self.timeline.iter_mut().zip(&other.timeline) {
+            ours.merge(theirs);
+        }
+    }
+
+    /// Latencies of every answer, in microseconds.
+    pub fn histogram(&self) -> &Histogram<u64> {
+        &self.latency_us
+    }
+
+    /// Answers received, of any kind.
+    pub fn answered(&self) -> u64 {
+        self.outcomes.values().sum()
+    }
+
+    pub fn timeline(&self) -> Vec<SecondSummary> {
+        let ms = |h: &Histogram<u32>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        (0u64..)
+            .zip(&self.timeline)
+            .map(|(second, s)| SecondSummary {
+                second,
+                completions: s.completions,
+                errors: s.errors,
+                dropped: s.dropped,
+                p50_ms: s.latency_us.as_ref().map(|h| ms(h, 0.5)),
+                p99_ms: s.latency_us.as_ref().map(|h| ms(h, 0.99)),
+            })
+            .collect()
     }
 
     pub fn summary(&self, elapsed: Duration) -> Summary {
-        let answered: u64 = self.statuses.values().sum();
-        let ok = self
-            .statuses
-            .iter()
-            .filter(|(s, _)| (200..300).contains(*s))
-            .map(|(_, n)| n)
-            .sum();
+        let answered = self.answered();
         let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
         Summary {
             sent: answered + self.errors,
-            ok,
-            statuses: self.statuses.clone(),
+            ok: self.ok,
+            statuses: self
+                .outcomes
+                .iter()
+                .map(|(outcome, n)| (outcome.to_string(), *n))
+                .collect(),
             errors: self.errors,
             dropped: self.dropped,
             seconds: elapsed.as_secs_f64(),
@@ -92,8 +248,77 @@ impl Stats {
                 max: self.latency_us.max() as f64 / 1000.0,
                 mean: self.latency_us.mean() / 1000.0,
             },
+            timeline: self.timeline(),
         }
     }
+}
+
+/// A run's recorders, readable while it goes (for the progress line), and a count of requests
+/// sent (answered or not yet).
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    recorders: Arc<Mutex<Vec<Arc<Mutex<Stats>>>>>,
+    sent: Arc<AtomicU64>,
+}
+
+/// The totals of a run so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Snapshot {
+    pub sent: u64,
+    pub answered: u64,
+    pub ok: u64,
+    /// Not ok: non-2xx answers, no answer, dropped.
+    pub failed: u64,
+    pub p99_ms: f64,
+}
+
+impl Live {
+    /// A new recorder of the run that started at `start`.
+    pub fn recorder(&self, start: Instant) -> Arc<Mutex<Stats>> {
+        let stats = Arc::new(Mutex::new(Stats::new(start)));
+        lock(&self.recorders).push(Arc::clone(&stats));
+        stats
+    }
+
+    pub fn count_sent(&self, n: u64) {
+        self.sent.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let recorders = lock(&self.recorders).clone();
+        let mut snapshot = Snapshot {
+            sent: self.sent.load(Ordering::Relaxed),
+            ..Snapshot::default()
+        };
+        let mut latency: Option<Histogram<u64>> = None;
+        for recorder in &recorders {
+            let stats = lock(recorder);
+            let answered = stats.answered();
+            snapshot.answered += answered;
+            snapshot.ok += stats.ok;
+            snapshot.failed += answered - stats.ok + stats.errors + stats.dropped;
+            match &mut latency {
+                Some(h) => h.add(&stats.latency_us).expect("same bounds"),
+                None => latency = Some(stats.latency_us.clone()),
+            }
+        }
+        snapshot.p99_ms = latency.map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1000.0);
+        snapshot
+    }
+
+    /// Every recorder's stats added up (once the run has ended).
+    pub fn total(&self, start: Instant) -> Stats {
+        let mut total = Stats::new(start);
+        for recorder in lock(&self.recorders).iter() {
+            total.merge(&lock(recorder));
+        }
+        total
+    }
+}
+
+/// Locks, ignoring poisoning: a recorder's counts stay meaningful if a holder panicked.
+pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -102,22 +327,117 @@ mod tests {
 
     #[test]
     fn percentiles_and_counts_from_known_latencies() {
-        let mut a = Stats::default();
+        let start = Instant::now();
+        let mut a = Stats::new(start);
         for ms in 1..=100u64 {
-            a.record(200, Duration::from_millis(ms));
+            a.record(200, Duration::from_millis(ms), start);
         }
-        let mut b = Stats::default();
-        b.record(503, Duration::from_millis(500));
-        b.errors = 2;
-        b.dropped = 1;
+        let mut b = Stats::new(start);
+        b.record(503, Duration::from_millis(500), start);
+        b.record_error(start);
+        b.record_error(start);
+        b.record_dropped(start);
         a.merge(&b);
         let s = a.summary(Duration::from_secs(2));
         assert_eq!(s.ok, 100);
-        assert_eq!(s.statuses[&503], 1);
+        assert_eq!(s.statuses["503"], 1);
         assert_eq!((s.sent, s.errors, s.dropped), (103, 2, 1));
         assert_eq!(s.achieved_rps, 50.5);
         assert!((s.latency_ms.p50 - 51.0).abs() < 0.1, "{:?}", s.latency_ms);
         assert!((s.latency_ms.p99 - 100.0).abs() < 0.1, "{:?}", s.latency_ms);
         assert!((s.latency_ms.max - 500.0).abs() < 0.5, "{:?}", s.latency_ms);
+    }
+
+    #[test]
+    fn completions_fall_in_the_second_they_end() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut s = Stats::new(start);
+        // Second 0: ten answers of 10 ms and one 503; second 2: one answer of 80 ms, one failure
+        // without an answer, one dropped. Second 1 is empty.
+        for i in 0..10 {
+            s.record(200, Duration::from_millis(10), at(i * 90));
+        }
+        s.record(503, Duration::from_millis(1), at(999));
+        s.record(200, Duration::from_millis(80), at(2_000));
+        s.record_error(at(2_500));
+        s.record_dropped(at(2_999));
+        let t = s.timeline();
+        assert_eq!(t.len(), 3);
+        assert_eq!(
+            (t[0].second, t[0].completions, t[0].errors, t[0].dropped),
+            (0, 11, 1, 0)
+        );
+        assert!((t[0].p50_ms.unwrap() - 10.0).abs() < 0.1, "{:?}", t[0]);
+        assert!((t[0].p99_ms.unwrap() - 10.0).abs() < 0.1, "{:?}", t[0]);
+        assert_eq!(
+            t[1],
+            SecondSummary {
+                second: 1,
+                completions: 0,
+                errors: 0,
+                dropped: 0,
+                p50_ms: None,
+                p99_ms: None
+            }
+        );
+        assert_eq!((t[2].completions, t[2].errors, t[2].dropped), (2, 1, 1));
+        assert!((t[2].p99_ms.unwrap() - 80.0).abs() < 0.5, "{:?}", t[2]);
+    }
+
+    #[test]
+    fn merged_timelines_add_up_second_by_second() {
+        // Two connections of one run: the first saw fast answers in seconds 0 and 1, the second
+        // slow ones in second 1 only and a longer run (second 3).
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut fast = Stats::new(start);
+        let mut slow = Stats::new(start);
+        for i in 0..50 {
+            fast.record(200, Duration::from_millis(2), at(i * 10));
+            fast.record(200, Duration::from_millis(2), at(1_000 + i * 10));
+        }
+        for i in 0..50 {
+            slow.record(200, Duration::from_millis(200), at(1_000 + i * 10));
+        }
+        slow.record(429, Duration::from_millis(1), at(3_100));
+        let mut total = Stats::new(start);
+        total.merge(&fast);
+        total.merge(&slow);
+        let t = total.timeline();
+        assert_eq!(
+            t.iter().map(|s| s.completions).collect::<Vec<_>>(),
+            [50, 100, 0, 1]
+        );
+        assert_eq!(t.iter().map(|s| s.errors).collect::<Vec<_>>(), [0, 0, 0, 1]);
+        // Second 1 holds both connections' answers: half at 2 ms, half at 200 ms.
+        assert!((t[1].p50_ms.unwrap() - 2.0).abs() < 0.05, "{:?}", t[1]);
+        assert!((t[1].p99_ms.unwrap() - 200.0).abs() < 2.0, "{:?}", t[1]);
+        assert!((t[0].p99_ms.unwrap() - 2.0).abs() < 0.05, "{:?}", t[0]);
+        // The totals agree with the timeline.
+        let s = total.summary(Duration::from_secs(4));
+        assert_eq!(s.sent, t.iter().map(|s| s.completions).sum::<u64>());
+        // Merging in the other order gives the same timeline.
+        let mut other = Stats::new(start);
+        other.merge(&slow);
+        other.merge(&fast);
+        assert_eq!(other.timeline(), t);
+    }
+
+    #[test]
+    fn live_snapshots_add_up_the_recorders() {
+        let start = Instant::now();
+        let live = Live::default();
+        let (a, b) = (live.recorder(start), live.recorder(start));
+        live.count_sent(5);
+        lock(&a).record(200, Duration::from_millis(1), start);
+        lock(&a).record(200, Duration::from_millis(1), start);
+        lock(&b).record(503, Duration::from_millis(100), start);
+        lock(&b).record_error(start);
+        let s = live.snapshot();
+        assert_eq!((s.sent, s.answered, s.ok, s.failed), (5, 3, 2, 2));
+        assert!((s.p99_ms - 100.0).abs() < 0.1, "{s:?}");
+        let total = live.total(start).summary(Duration::from_secs(1));
+        assert_eq!((total.sent, total.ok, total.errors), (4, 2, 1));
     }
 }
