@@ -67,6 +67,9 @@ pub struct Stats {
     /// The run's start: second `n` of the timeline is `[start + n s, start + n+1 s)`.
     start: Instant,
     latency_us: Histogram<u64>,
+    /// Successful answers only: under overload, the latency of what was accepted, apart from the
+    /// refusals answered at once.
+    ok_latency_us: Histogram<u64>,
     outcomes: BTreeMap<Outcome, u64>,
     ok: u64,
     /// Requests that got no answer (connection refused, reset, timeout).
@@ -85,7 +88,10 @@ pub struct Summary {
     pub dropped: u64,
     pub seconds: f64,
     pub achieved_rps: f64,
+    /// Every answer's latency.
     pub latency_ms: Percentiles,
+    /// Successful (2xx) answers' latency only.
+    pub ok_latency_ms: Percentiles,
     pub timeline: Vec<SecondSummary>,
 }
 
@@ -97,6 +103,20 @@ pub struct Percentiles {
     pub p999: f64,
     pub max: f64,
     pub mean: f64,
+}
+
+impl Percentiles {
+    fn of(latency_us: &Histogram<u64>) -> Self {
+        let ms = |q: f64| latency_us.value_at_quantile(q) as f64 / 1000.0;
+        Self {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: latency_us.max() as f64 / 1000.0,
+            mean: latency_us.mean() / 1000.0,
+        }
+    }
 }
 
 /// One second of the timeline in the summary.
@@ -117,6 +137,7 @@ impl Stats {
         Self {
             start,
             latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid bounds"),
+            ok_latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid bounds"),
             outcomes: BTreeMap::new(),
             ok: 0,
             errors: 0,
@@ -150,6 +171,9 @@ impl Stats {
         self.ok += u64::from(ok);
         let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
         self.latency_us.record(us).expect("clamped into range");
+        if ok {
+            self.ok_latency_us.record(us).expect("clamped into range");
+        }
         let second = self.second(at);
         second.completions += 1;
         second.errors += u64::from(!ok);
@@ -185,6 +209,9 @@ impl Stats {
     pub fn merge(&mut self, other: &Stats) {
         assert_eq!(self.start, other.start, "merging stats of different runs");
         self.latency_us.add(&other.latency_us).expect("same bounds");
+        self.ok_latency_us
+            .add(&other.ok_latency_us)
+            .expect("same bounds");
         for (outcome, n) in &other.outcomes {
             *self.outcomes.entry(outcome.clone()).or_default() += n;
         }
@@ -227,7 +254,6 @@ impl Stats {
 
     pub fn summary(&self, elapsed: Duration) -> Summary {
         let answered = self.answered();
-        let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
         Summary {
             sent: answered + self.errors,
             ok: self.ok,
@@ -240,14 +266,8 @@ impl Stats {
             dropped: self.dropped,
             seconds: elapsed.as_secs_f64(),
             achieved_rps: answered as f64 / elapsed.as_secs_f64().max(1e-9),
-            latency_ms: Percentiles {
-                p50: ms(0.5),
-                p90: ms(0.9),
-                p99: ms(0.99),
-                p999: ms(0.999),
-                max: self.latency_us.max() as f64 / 1000.0,
-                mean: self.latency_us.mean() / 1000.0,
-            },
+            latency_ms: Percentiles::of(&self.latency_us),
+            ok_latency_ms: Percentiles::of(&self.ok_latency_us),
             timeline: self.timeline(),
         }
     }
@@ -346,6 +366,17 @@ mod tests {
         assert!((s.latency_ms.p50 - 51.0).abs() < 0.1, "{:?}", s.latency_ms);
         assert!((s.latency_ms.p99 - 100.0).abs() < 0.1, "{:?}", s.latency_ms);
         assert!((s.latency_ms.max - 500.0).abs() < 0.5, "{:?}", s.latency_ms);
+        // The 503 of 500 ms counts in every answer's latency, not in the successful ones'.
+        assert!(
+            (s.ok_latency_ms.max - 100.0).abs() < 0.1,
+            "{:?}",
+            s.ok_latency_ms
+        );
+        assert!(
+            (s.ok_latency_ms.p50 - 50.0).abs() < 0.1,
+            "{:?}",
+            s.ok_latency_ms
+        );
     }
 
     #[test]

@@ -142,6 +142,10 @@ pub async fn score(
             errors,
         )
     })?;
+    let refresh = wants_refresh(&headers, &caller);
+    // What is not needed any more is dropped before waiting for the score, so that a request
+    // waiting in the queue holds only what it needs (under overload, thousands wait).
+    drop((body, headers));
     let key = ScoreCache::key(
         state.pipeline.model().label(),
         &tx.transaction_id,
@@ -155,10 +159,7 @@ pub async fn score(
             .pop()
             .expect("the pipeline answers one outcome per row. This is a bug.")
     };
-    let (scored, source) = state
-        .cache
-        .get_or_score(key, wants_refresh(&headers, &caller), compute)
-        .await?;
+    let (scored, source) = state.cache.get_or_score(key, refresh, compute).await?;
     Ok(Json(state.score(tx.transaction_id, scored, source)))
 }
 
@@ -255,6 +256,7 @@ pub async fn score_batch(
         .iter()
         .map(|(_, tx)| (tx.transaction_id.clone(), tx.features))
         .collect();
+    drop((body, headers));
     let outcomes = state.score_many(&items, refresh, Admit::TryNow).await?;
     for ((index, tx), outcome) in valid.into_iter().zip(outcomes) {
         results[index] = Some(match outcome {
