@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A quick REST measurement with wrk (apt-get install wrk) until the load tool lands: one release
-# build, scenarios run alternately in one run, so the figures compare as ratios.
+# A quick REST measurement with wrk (apt-get install wrk), a cross-check of the load tool: one
+# release build, scenarios run alternately in one run, so the figures compare as ratios.
 #   loadtest/quick-bench.sh [duration, default 10s] [rounds, default 2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
