@@ -474,6 +474,10 @@ pub struct HttpConfig {
     /// ready for a request: this stops slow-loris clients and also closes idle keep-alive
     /// connections.
     pub header_read_timeout_ms: u64,
+    /// Most connections open at once; further clients wait in the listen backlog until one
+    /// closes. Each open connection holds about 20 KB (more while its request waits), so this
+    /// bounds the memory a flood of connections can take.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -482,6 +486,7 @@ impl Default for HttpConfig {
             request_timeout_ms: 0,
             shutdown_grace_ms: 30_000,
             header_read_timeout_ms: 30_000,
+            max_connections: 4096,
         }
     }
 }
@@ -632,6 +637,9 @@ impl Config {
         }
         if self.http.header_read_timeout_ms == 0 {
             errors.push("`http.header_read_timeout_ms` must be > 0".to_owned());
+        }
+        if self.http.max_connections == 0 {
+            errors.push("`http.max_connections` must be > 0".to_owned());
         }
         let l = &self.limits;
         if l.body_limit_bytes < 1024 {

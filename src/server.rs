@@ -15,6 +15,7 @@ use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
@@ -26,7 +27,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api;
-use crate::config::{Config, Fallback, ModelKind};
+use crate::config::{Config, Fallback, HttpConfig, ModelKind};
 use crate::domain::FeatureLayout;
 use crate::error::{ApiError, ErrorKind};
 use crate::kinesis::{Consumer, KinesisError};
@@ -129,9 +130,7 @@ impl Gateway {
             trigger.cancel();
         });
         let consumer = consumer.map(|c| tokio::spawn(c.run(stop.clone())));
-        let grace = Duration::from_millis(config.http.shutdown_grace_ms);
-        let header_read_timeout = Duration::from_millis(config.http.header_read_timeout_ms);
-        let result = serve_connections(listener, router, header_read_timeout, grace, stop).await;
+        let result = serve_connections(listener, router, &config.http, stop).await;
         // The consumer finishes its pages in hand and checkpoints them; it needs the pipeline
         // until then.
         if let Some(consumer) = consumer
@@ -150,23 +149,47 @@ impl Gateway {
 }
 
 /// Accepts connections until `stop`, then lets open connections finish their requests (at most
-/// `grace`). Our own loop rather than `axum::serve`, because that one sets no timer, so a client
-/// could take forever to send its headers (slow loris) or hold an idle connection open.
+/// `http.shutdown_grace_ms`). Our own loop rather than `axum::serve`, because that one sets no
+/// timer, so a client could take forever to send its headers (slow loris) or hold an idle
+/// connection open, and it has no bound on open connections.
 async fn serve_connections(
     listener: TcpListener,
     router: Router,
-    header_read_timeout: Duration,
-    grace: Duration,
+    http: &HttpConfig,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let mut builder = ConnBuilder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(Duration::from_millis(http.header_read_timeout_ms));
     builder.http2().timer(TokioTimer::new());
     let connections = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(http.max_connections));
+    let open = metrics::gauge!("infergate_http_connections");
+    // Under a sustained flood the limit is reached again with every closed connection: say so
+    // once a minute, not each time.
+    let mut warned_at: Option<Instant> = None;
     loop {
+        // At the limit, stop accepting: new clients wait in the listen backlog, not in memory.
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if warned_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    warned_at = Some(Instant::now());
+                    tracing::warn!(
+                        max_connections = http.max_connections,
+                        "connection limit reached; new connections wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => {
+                        slot.expect("the connection semaphore is never closed")
+                    }
+                    () = stop.cancelled() => break,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -186,13 +209,18 @@ async fn serve_connections(
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let connection = connections.watch(connection);
+        let open = open.clone();
+        open.increment(1.0);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            open.decrement(1.0);
+            drop(slot);
         });
     }
     drop(listener);
+    let grace = Duration::from_millis(http.shutdown_grace_ms);
     tokio::select! {
         () = connections.shutdown() => {}
         () = tokio::time::sleep(grace) => {

@@ -91,6 +91,11 @@ fn describe() {
         "Response cache look-ups, by result (hit, miss)"
     );
     describe_gauge!(
+        "infergate_http_connections",
+        Unit::Count,
+        "Open client connections (at most http.max_connections)"
+    );
+    describe_gauge!(
         "infergate_cache_entries",
         Unit::Count,
         "Scores in the response cache, when scraped"

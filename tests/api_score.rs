@@ -496,3 +496,42 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     assert_eq!(ok.status(), 200);
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    /// Whether a 200 arrives on `stream` within half a second.
+    async fn answered(stream: &mut tokio::net::TcpStream) -> bool {
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await {
+            Ok(Ok(n)) => n > 0 && buf.starts_with(b"HTTP/1.1 200"),
+            _ => false,
+        }
+    }
+
+    let mut config = Config::default();
+    config.http.max_connections = 1;
+    let mut app = spawn_app(config).await;
+    // The harness's client keeps its readiness check's connection; a new client lets it go.
+    app.client = reqwest::Client::new();
+    let request = b"GET /health/live HTTP/1.1\r\nhost: test\r\n\r\n";
+    // The first connection is served and stays open (keep-alive).
+    let mut first = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    first.write_all(request).await.unwrap();
+    assert!(answered(&mut first).await, "the first connection is served");
+    // The second one connects (the backlog takes it) but is not served while the first is open.
+    let mut second = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    second.write_all(request).await.unwrap();
+    assert!(
+        !answered(&mut second).await,
+        "a connection past the limit was served"
+    );
+    // Once the first closes, the second is served.
+    drop(first);
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf))
+        .await
+        .expect("the waiting connection is served once a slot frees")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+    app.stop().await.unwrap();
+}

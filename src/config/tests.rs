@@ -90,7 +90,8 @@ fn every_bad_value_is_reported_with_its_key() {
         "colour = \"blue\"\n\
          [batching]\nmax_batch_size = 0\n\
          [model]\nreview_threshold = 0.95\ndecline_threshold = 0.9\n\
-         [limits]\nbody_limit = 5\n",
+         [limits]\nbody_limit = 5\n\
+         [http]\nmax_connections = 0\n",
     );
     let err = Config::from_sources(&args(&["--config", file.0.to_str().unwrap()]), []).unwrap_err();
     let all = err.to_string();
@@ -99,10 +100,11 @@ fn every_bad_value_is_reported_with_its_key() {
         "`limits`: unknown field `body_limit`",
         "`batching.max_batch_size` must be from 1",
         "`model.review_threshold` (0.95) must be <= `model.decline_threshold` (0.9)",
+        "`http.max_connections` must be > 0",
     ] {
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }
-    assert_eq!(err.0.len(), 4, "{all}");
+    assert_eq!(err.0.len(), 5, "{all}");
 }
 
 #[test]
