@@ -23,14 +23,17 @@ pub mod cache;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod gateway;
+pub mod health;
 pub mod kinesis;
 pub mod middleware;
 pub mod model;
 pub mod pipeline;
+pub mod scoring;
 pub mod server;
 pub mod shutdown;
 pub mod state;
 pub mod telemetry;
 
 pub use config::Config;
-pub use server::Gateway;
+pub use gateway::Gateway;

@@ -1,7 +1,6 @@
-//! Assembly: model -> pipeline -> state -> router with its one middleware stack -> `serve` with
-//! graceful shutdown.
+//! The HTTP server: the accept loop with its connection limits and timers, the router with its one
+//! middleware stack, request ids, and the request metrics.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,7 +16,6 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
@@ -27,132 +25,15 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api;
-use crate::config::{Config, Fallback, HttpConfig, ModelKind};
-use crate::domain::FeatureLayout;
+use crate::config::{Config, HttpConfig};
 use crate::error::{ApiError, ErrorKind};
-use crate::kinesis::{Consumer, KinesisError};
-use crate::middleware::auth::{Auth, AuthConfigError};
-use crate::model::sagemaker::{self, SageMakerModel};
-use crate::model::{EmbeddedModel, Model, embedded::EmbeddedError};
-use crate::pipeline::Pipeline;
 use crate::state::AppState;
-
-/// Why the gateway could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Model(#[from] EmbeddedError),
-    #[error(transparent)]
-    Auth(#[from] AuthConfigError),
-    #[error("`model.sagemaker.features`: {0}")]
-    Features(String),
-    #[error(transparent)]
-    Kinesis(#[from] KinesisError),
-}
-
-/// A built gateway, not yet serving: the shared state and the tasks it started.
-pub struct Gateway {
-    pub state: AppState,
-    config: Config,
-    tasks: TaskTracker,
-    consumer: Option<Arc<Consumer>>,
-}
-
-/// AWS clients to use instead of the ones built from the standard chain (tests pass clients
-/// with static credentials).
-#[derive(Debug, Default, Clone)]
-pub struct Clients {
-    pub sagemaker: Option<aws_sdk_sagemakerruntime::Client>,
-    pub kinesis: Option<aws_sdk_kinesis::Client>,
-}
-
-impl Gateway {
-    /// Loads the model (or connects the SageMaker client) and starts the pipeline. Must run
-    /// inside a tokio runtime.
-    pub async fn build(config: &Config) -> Result<Self, StartError> {
-        Self::build_with(config, Clients::default()).await
-    }
-
-    /// [`Gateway::build`] with some AWS clients given.
-    pub async fn build_with(config: &Config, clients: Clients) -> Result<Self, StartError> {
-        let auth = Auth::from_config(config, |name| std::env::var(name).ok())?;
-        let model = build_model(config, clients.sagemaker).await?;
-        tracing::info!(model = model.label(), "model ready");
-        let mut gateway = Self::with_model(config, model, auth);
-        if let Some(kinesis) = &config.kinesis {
-            let client = match clients.kinesis {
-                Some(client) => client,
-                None => crate::kinesis::client(kinesis).await,
-            };
-            let consumer = Consumer::new(client, kinesis.clone(), gateway.state.clone())?;
-            gateway.consumer = Some(Arc::new(consumer));
-        }
-        Ok(gateway)
-    }
-
-    /// A gateway in front of any model (tests use slow or failing ones).
-    pub fn with_model(config: &Config, model: Arc<dyn Model>, auth: Auth) -> Self {
-        let tasks = TaskTracker::new();
-        let pipeline = Pipeline::start(model, &config.batching, &tasks);
-        Self {
-            state: AppState::new(config, pipeline, auth),
-            config: config.clone(),
-            tasks,
-            consumer: None,
-        }
-    }
-
-    /// The router with its middleware, for serving or for `oneshot` tests.
-    pub fn router(&self) -> Router {
-        app(self.state.clone(), &self.config)
-    }
-
-    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
-    /// (at most `http.shutdown_grace_ms`), and drains the queue before returning.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let router = self.router();
-        let Self {
-            state,
-            config,
-            tasks,
-            consumer,
-        } = self;
-        let stop = CancellationToken::new();
-        let shutting_down = Arc::clone(&state.shutting_down);
-        let trigger = stop.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            shutting_down.store(true, Ordering::Relaxed);
-            trigger.cancel();
-        });
-        let consumer = consumer.map(|c| tokio::spawn(c.run(stop.clone())));
-        let result = serve_connections(listener, router, &config.http, stop).await;
-        // The consumer finishes its pages in hand and checkpoints them; it needs the pipeline
-        // until then.
-        if let Some(consumer) = consumer
-            && let Err(e) = consumer.await
-        {
-            tracing::error!(error = %e, "the stream consumer panicked");
-        }
-        // The router's copies of the state are gone with the server; dropping ours closes the
-        // queue, and the batcher scores what is left before its task ends.
-        drop(state);
-        tasks.close();
-        tasks.wait().await;
-        tracing::info!("stopped");
-        result
-    }
-}
 
 /// Accepts connections until `stop`, then lets open connections finish their requests (at most
 /// `http.shutdown_grace_ms`). Our own loop rather than `axum::serve`, because that one sets no
 /// timer, so a client could take forever to send its headers (slow loris) or hold an idle
 /// connection open, and it has no bound on open connections.
-async fn serve_connections(
+pub(crate) async fn serve_connections(
     listener: TcpListener,
     router: Router,
     http: &HttpConfig,
@@ -231,45 +112,6 @@ async fn serve_connections(
         }
     }
     Ok(())
-}
-
-/// The configured model. For SageMaker, `client` replaces the one built from the AWS chain
-/// (tests pass one with static credentials).
-pub async fn build_model(
-    config: &Config,
-    client: Option<aws_sdk_sagemakerruntime::Client>,
-) -> Result<Arc<dyn Model>, StartError> {
-    let threads = config.model_threads();
-    let embedded = || -> Result<EmbeddedModel, StartError> {
-        Ok(match &config.model.path {
-            Some(path) => EmbeddedModel::from_path(path, threads)?,
-            None => EmbeddedModel::default_model(threads)?,
-        })
-    };
-    Ok(match config.model.kind {
-        ModelKind::Embedded => Arc::new(embedded()?),
-        ModelKind::Sagemaker => {
-            let sm = &config.model.sagemaker;
-            // The local model both gives the endpoint's feature order (unless configured) and
-            // answers while the endpoint fails, when asked to.
-            let local = embedded()?;
-            let layout = match &sm.features {
-                Some(names) => {
-                    FeatureLayout::from_model(names, names.len()).map_err(StartError::Features)?
-                }
-                None => local.layout().clone(),
-            };
-            let fallback: Option<Arc<dyn Model>> = match sm.fallback {
-                Some(Fallback::Embedded) => Some(Arc::new(local)),
-                None => None,
-            };
-            let client = match client {
-                Some(client) => client,
-                None => sagemaker::client(sm).await,
-            };
-            Arc::new(SageMakerModel::new(client, sm.clone(), layout, fallback))
-        }
-    })
 }
 
 /// Request ids for requests that arrive without one: a random prefix drawn once per process and

@@ -88,7 +88,7 @@ fn describe() {
     );
     describe_counter!(
         "infergate_cache_requests_total",
-        "Response cache look-ups, by result (hit, miss)"
+        "Response cache look-ups, by cache (score, raw) and result (hit, miss)"
     );
     describe_gauge!(
         "infergate_http_connections",

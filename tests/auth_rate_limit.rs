@@ -457,9 +457,12 @@ async fn identical_concurrent_requests_make_one_model_call() {
         .unwrap();
     assert_eq!(again["cached"], true);
     assert!(
-        metric(&app, "infergate_cache_requests_total{result=\"hit\"}")
-            .await
-            .unwrap()
+        metric(
+            &app,
+            "infergate_cache_requests_total{cache=\"score\",result=\"hit\"}"
+        )
+        .await
+        .unwrap()
             >= 10.0
     );
     app.stop().await.unwrap();

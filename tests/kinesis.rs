@@ -12,7 +12,7 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use common::peers::Kinesalite;
 use common::{TestApp, serve, transaction};
 use infergate::config::{CheckpointConfig, InitialPosition, KinesisConfig, SinkConfig};
-use infergate::server::Clients;
+use infergate::gateway::Clients;
 use infergate::{Config, Gateway};
 use serde_json::{Value, json};
 

@@ -36,7 +36,7 @@ async fn gateway(url: &str, tweak: impl FnOnce(&mut Config)) -> TestApp {
     config.model.sagemaker.retry_base_ms = 5;
     config.model.sagemaker.retry_max_ms = 20;
     tweak(&mut config);
-    let model = infergate::server::build_model(&config, Some(sdk_client(url)))
+    let model = infergate::model::build(&config, Some(sdk_client(url)))
         .await
         .expect("the SageMaker model builds");
     spawn_app_env(config, model, &[]).await

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorKind, Problem};
+use crate::health::NotReady;
 use crate::state::AppState;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -39,23 +40,12 @@ pub async fn live(State(state): State<Arc<AppState>>) -> Json<Health> {
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
-    if state.is_shutting_down() {
-        return Err(ApiError::new(
-            ErrorKind::ShuttingDown,
-            "the gateway is shutting down",
-        ));
-    }
-    if !state.consumer_ok.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(ApiError::new(
-            ErrorKind::ModelUnavailable,
-            "the stream consumer cannot read its stream",
-        ));
-    }
-    if !state.pipeline.model().ready() {
-        return Err(ApiError::new(
-            ErrorKind::ModelUnavailable,
-            "the model is not ready",
-        ));
+    if let Err(reason) = state.health.readiness() {
+        let kind = match reason {
+            NotReady::ShuttingDown => ErrorKind::ShuttingDown,
+            NotReady::Stream | NotReady::Model => ErrorKind::ModelUnavailable,
+        };
+        return Err(ApiError::new(kind, reason.to_string()));
     }
     Ok(Json(health(&state, "ready")))
 }
@@ -63,8 +53,8 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Health>, A
 fn health(state: &AppState, status: &str) -> Health {
     Health {
         status: status.to_owned(),
-        model: state.pipeline.model().label().to_owned(),
-        queued_rows: state.pipeline.queued_rows(),
+        model: state.scoring.model().label().to_owned(),
+        queued_rows: state.scoring.pipeline().queued_rows(),
     }
 }
 
@@ -73,9 +63,7 @@ fn health(state: &AppState, status: &str) -> Health {
     responses((status = 200, description = "Prometheus text format", body = String,
         content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    // Cache sizes are read when scraped rather than tracked on every insert and eviction.
-    metrics::gauge!("infergate_cache_entries").set(state.cache.entry_count() as f64);
-    metrics::gauge!("infergate_raw_cache_bytes").set(state.raw_cache.weighted_size() as f64);
+    state.scoring.record_cache_sizes();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::telemetry::prometheus().render(),

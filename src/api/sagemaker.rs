@@ -18,7 +18,6 @@ use std::sync::Arc;
 
 use super::media_type;
 use super::score::wants_refresh;
-use crate::cache::RawCache;
 use crate::domain::clip;
 use crate::error::{ErrorKind, RenderedError};
 use crate::middleware::auth::Caller;
@@ -211,7 +210,7 @@ pub async fn invocations(
     if content_type != "text/csv" {
         return pass_through(&state, &caller, &headers, &body).await;
     }
-    let layout = state.pipeline.model().layout();
+    let layout = state.scoring.model().layout();
     let rows = parse_csv(&body, layout.len()).map_err(SageMakerError::validation)?;
     if rows.len() > state.limits.max_batch_items {
         return Err(SageMakerError::validation(format!(
@@ -226,12 +225,13 @@ pub async fn invocations(
         .map(|values| (String::new(), layout.scatter(values)))
         .collect();
     let outcomes = state
-        .score_many(&items, wants_refresh(&headers, &caller), Admit::TryNow)
+        .scoring
+        .many(items, wants_refresh(&headers, &caller), Admit::TryNow)
         .await?;
     let mut scores = Vec::with_capacity(outcomes.len());
     for outcome in outcomes {
         // InvokeEndpoint answers a request whole: the first failed row fails it.
-        scores.push(outcome?.0.score);
+        scores.push(outcome?.fraud_score);
     }
     let mut response = if media_type(&headers, header::ACCEPT) == "application/json" {
         let predictions = scores
@@ -272,32 +272,17 @@ async fn pass_through(
         content_type,
         accept,
     };
-    let model = state.pipeline.model();
-    let key = RawCache::key(model.label(), &request);
-    let cached = if wants_refresh(headers, caller) {
-        None
-    } else {
-        state.raw_cache.get(&key).await
-    };
-    let answer = match cached {
-        Some(answer) => answer,
-        None => {
-            let deadline = tokio::time::Instant::now() + state.pipeline.deadline();
-            let Some(call) = model.invoke_raw(request, deadline) else {
-                return Err(SageMakerError {
-                    code: "ValidationError",
-                    status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    message: format!(
-                        "the embedded model accepts `text/csv`; given content type {:?}",
-                        clip(content_type, 64)
-                    ),
-                    retry_after: None,
-                });
-            };
-            let answer = Arc::new(call.await.map_err(ScoreError::Model)?);
-            state.raw_cache.insert(key, Arc::clone(&answer)).await;
-            answer
-        }
+    let refresh = wants_refresh(headers, caller);
+    let Some(answer) = state.scoring.raw(request, refresh).await? else {
+        return Err(SageMakerError {
+            code: "ValidationError",
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: format!(
+                "the embedded model accepts `text/csv`; given content type {:?}",
+                clip(content_type, 64)
+            ),
+            retry_after: None,
+        });
     };
     let mut response = answer.body.clone().into_response();
     let headers = response.headers_mut();
@@ -319,7 +304,7 @@ async fn pass_through(
 #[utoipa::path(get, path = "/ping", tag = "sagemaker",
     responses((status = 200, description = "The model is loaded")))]
 pub async fn ping(State(state): State<Arc<AppState>>) -> StatusCode {
-    if state.pipeline.model().ready() && !state.is_shutting_down() {
+    if state.scoring.model().ready() && !state.health.is_shutting_down() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -11,43 +11,11 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::json::JsonBody;
-use crate::cache::ScoreCache;
-use crate::domain::{FieldError, Transaction, ValidTransaction, json_type};
+use crate::domain::{FieldError, Score, Transaction, ValidTransaction, json_type};
 use crate::error::{ApiError, Problem};
 use crate::middleware::auth::Caller;
 use crate::pipeline::Admit;
 use crate::state::AppState;
-
-/// What the model made of a transaction.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({
-    "transaction_id": "tx-000123",
-    "fraud_score": 0.93,
-    "decision": "decline",
-    "model": "fraud-xgb@3be5a2c1f09e",
-    "cached": false
-}))]
-pub struct Score {
-    pub transaction_id: String,
-    /// Probability of fraud, 0..1.
-    #[schema(minimum = 0.0, maximum = 1.0)]
-    pub fraud_score: f32,
-    pub decision: Decision,
-    /// The model that answered, `name@version`.
-    pub model: String,
-    /// Whether the score came from the response cache.
-    pub cached: bool,
-}
-
-/// `decline` at or above the decline threshold (default 0.9), `review` at or above the review
-/// threshold (default 0.5), else `approve`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Decision {
-    Approve,
-    Review,
-    Decline,
-}
 
 /// Up to `limits.max_batch_items` (default 1000) transactions.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -146,21 +114,11 @@ pub async fn score(
     // What is not needed any more is dropped before waiting for the score, so that a request
     // waiting in the queue holds only what it needs (under overload, thousands wait).
     drop((body, headers));
-    let key = ScoreCache::key(
-        state.pipeline.model().label(),
-        &tx.transaction_id,
-        &tx.features,
-    );
-    let pipeline = &state.pipeline;
-    let compute = async {
-        pipeline
-            .score(&[tx.features], Admit::TryNow)
-            .await?
-            .pop()
-            .expect("the pipeline answers one outcome per row. This is a bug.")
-    };
-    let (scored, source) = state.cache.get_or_score(key, refresh, compute).await?;
-    Ok(Json(state.score(tx.transaction_id, scored, source)))
+    let score = state
+        .scoring
+        .one(tx.transaction_id, tx.features, refresh)
+        .await?;
+    Ok(Json(score))
 }
 
 /// `Cache-Control: no-cache` asks for a fresh score; only plans that allow it get one (others
@@ -252,17 +210,15 @@ pub async fn score_batch(
             }
         }
     }
-    let items: Vec<(String, _)> = valid
-        .iter()
-        .map(|(_, tx)| (tx.transaction_id.clone(), tx.features))
-        .collect();
+    let (indices, items): (Vec<usize>, Vec<_>) = valid
+        .into_iter()
+        .map(|(index, tx)| (index, (tx.transaction_id, tx.features)))
+        .unzip();
     drop((body, headers));
-    let outcomes = state.score_many(&items, refresh, Admit::TryNow).await?;
-    for ((index, tx), outcome) in valid.into_iter().zip(outcomes) {
+    let outcomes = state.scoring.many(items, refresh, Admit::TryNow).await?;
+    for (index, outcome) in indices.into_iter().zip(outcomes) {
         results[index] = Some(match outcome {
-            Ok((scored, source)) => {
-                item_score(index, state.score(tx.transaction_id, scored, source))
-            }
+            Ok(score) => item_score(index, score),
             Err(e) => item_error(index, &ApiError::from(e)),
         });
     }

@@ -2,6 +2,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
 use crate::model::ModelError;
+use crate::pipeline::ScoreError;
 
 fn cache(ttl_s: u64) -> ScoreCache {
     ScoreCache::new(&CacheConfig {
@@ -10,8 +11,8 @@ fn cache(ttl_s: u64) -> ScoreCache {
     })
 }
 
-fn scored(score: f32) -> Scored {
-    Scored {
+fn scored(score: f32) -> ModelScore {
+    ModelScore {
         score,
         model: Arc::from("m@1"),
     }
@@ -55,18 +56,18 @@ async fn entries_expire_after_the_ttl_on_tokio_time() {
     let calls = AtomicUsize::new(0);
     let compute = || async {
         calls.fetch_add(1, Ordering::SeqCst);
-        Ok(scored(0.3))
+        Ok::<_, ScoreError>(scored(0.3))
     };
     cache
-        .get_or_score(key("c"), false, compute())
+        .get_or_compute(key("c"), false, compute())
         .await
         .unwrap();
     tokio::time::advance(Duration::from_secs(301)).await;
     let (_, source) = cache
-        .get_or_score(key("c"), false, compute())
+        .get_or_compute(key("c"), false, compute())
         .await
         .unwrap();
-    assert_eq!(source, Source::Model, "a stale entry is scored again");
+    assert_eq!(source, Origin::Model, "a stale entry is scored again");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
@@ -80,10 +81,10 @@ async fn concurrent_identical_requests_share_one_computation() {
         let (cache, calls, gate) = (cache.clone(), Arc::clone(&calls), Arc::clone(&gate));
         tasks.push(tokio::spawn(async move {
             cache
-                .get_or_score(key("same"), false, async move {
+                .get_or_compute(key("same"), false, async move {
                     calls.fetch_add(1, Ordering::SeqCst);
                     gate.notified().await;
-                    Ok(scored(0.7))
+                    Ok::<_, ScoreError>(scored(0.7))
                 })
                 .await
         }));
@@ -104,24 +105,24 @@ async fn concurrent_identical_requests_share_one_computation() {
         sources.push(source);
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    assert_eq!(sources.iter().filter(|s| **s == Source::Model).count(), 1);
+    assert_eq!(sources.iter().filter(|s| **s == Origin::Model).count(), 1);
 }
 
 #[tokio::test]
 async fn errors_are_not_cached() {
     let cache = cache(300);
     let failed = cache
-        .get_or_score(key("e"), false, async {
+        .get_or_compute(key("e"), false, async {
             Err(ScoreError::Model(ModelError::Unavailable("down".into())))
         })
         .await;
     assert!(failed.is_err());
     assert_eq!(cache.get(&key("e")).await, None);
     let (s, source) = cache
-        .get_or_score(key("e"), false, async { Ok(scored(0.1)) })
+        .get_or_compute(key("e"), false, async { Ok::<_, ScoreError>(scored(0.1)) })
         .await
         .unwrap();
-    assert_eq!((s, source), (scored(0.1), Source::Model));
+    assert_eq!((s, source), (scored(0.1), Origin::Model));
 }
 
 #[tokio::test]
@@ -129,10 +130,10 @@ async fn refresh_skips_the_read_and_replaces_the_entry() {
     let cache = cache(300);
     cache.insert(key("r"), scored(0.1)).await;
     let (s, source) = cache
-        .get_or_score(key("r"), true, async { Ok(scored(0.9)) })
+        .get_or_compute(key("r"), true, async { Ok::<_, ScoreError>(scored(0.9)) })
         .await
         .unwrap();
-    assert_eq!((s, source), (scored(0.9), Source::Model));
+    assert_eq!((s, source), (scored(0.9), Origin::Model));
     assert_eq!(cache.get(&key("r")).await, Some(scored(0.9)));
 }
 
@@ -144,10 +145,10 @@ async fn a_disabled_cache_always_computes() {
     });
     for _ in 0..2 {
         let (_, source) = cache
-            .get_or_score(key("d"), false, async { Ok(scored(0.5)) })
+            .get_or_compute(key("d"), false, async { Ok::<_, ScoreError>(scored(0.5)) })
             .await
             .unwrap();
-        assert_eq!(source, Source::Model);
+        assert_eq!(source, Origin::Model);
     }
     cache.insert(key("d"), scored(0.5)).await;
     assert_eq!(cache.get(&key("d")).await, None);

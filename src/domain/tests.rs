@@ -1,4 +1,5 @@
 use serde_json::json;
+use time::OffsetDateTime;
 use time::macros::datetime;
 
 use super::*;

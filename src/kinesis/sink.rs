@@ -6,6 +6,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::page::OutputRecord;
+
 /// A process killed mid-write leaves a last line without its newline. Those records were not
 /// checkpointed, so they will be written again: the torn bytes go, and the file stays one JSON
 /// document per line.
@@ -51,9 +53,6 @@ pub enum SinkError {
     Stream { stream: String, message: String },
 }
 
-/// One output record: its partition key (for a stream) and its JSON line.
-pub type Line = (String, String);
-
 /// A configured sink.
 #[derive(Debug)]
 pub enum Sink {
@@ -64,10 +63,10 @@ pub enum Sink {
 impl Sink {
     /// Writes the lines; once this returns they are durable in the sink (in the OS for a file,
     /// acknowledged by Kinesis for a stream).
-    pub async fn write(&self, lines: &[Line]) -> Result<(), SinkError> {
+    pub async fn write(&self, lines: &[OutputRecord]) -> Result<(), SinkError> {
         match self {
             Self::File(file) => {
-                let lines: Vec<String> = lines.iter().map(|(_, line)| line.clone()).collect();
+                let lines: Vec<String> = lines.iter().map(|r| r.line.clone()).collect();
                 file.write(&lines)
             }
             Self::Kinesis(stream) => stream.write(lines).await,
@@ -101,13 +100,13 @@ impl KinesisSink {
         Self { client, stream }
     }
 
-    async fn write(&self, lines: &[Line]) -> Result<(), SinkError> {
+    async fn write(&self, lines: &[OutputRecord]) -> Result<(), SinkError> {
         let mut start = 0;
         while start < lines.len() {
             let mut end = start;
             let mut bytes = 0;
             while end < lines.len() && end - start < PUT_RECORDS_MAX {
-                let size = lines[end].0.len() + lines[end].1.len();
+                let size = lines[end].partition_key.len() + lines[end].line.len();
                 if end > start && bytes + size > PUT_RECORDS_MAX_BYTES {
                     break;
                 }
@@ -121,12 +120,12 @@ impl KinesisSink {
     }
 
     /// Puts one call's worth, then again only the entries that failed, with back-off.
-    async fn put(&self, lines: &[Line]) -> Result<(), SinkError> {
+    async fn put(&self, lines: &[OutputRecord]) -> Result<(), SinkError> {
         let error = |message: String| SinkError::Stream {
             stream: self.stream.clone(),
             message,
         };
-        let mut pending: Vec<&Line> = lines.iter().collect();
+        let mut pending: Vec<&OutputRecord> = lines.iter().collect();
         for attempt in 0..PUT_ATTEMPTS {
             if attempt > 0 {
                 metrics::counter!("infergate_kinesis_sink_retries_total").increment(1);
@@ -134,10 +133,13 @@ impl KinesisSink {
             }
             let entries = pending
                 .iter()
-                .map(|(key, line)| {
+                .map(|record| {
+                    let key = record.partition_key.as_str();
                     aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
-                        .partition_key(if key.is_empty() { "-" } else { key.as_str() })
-                        .data(aws_sdk_kinesis::primitives::Blob::new(line.as_bytes()))
+                        .partition_key(if key.is_empty() { "-" } else { key })
+                        .data(aws_sdk_kinesis::primitives::Blob::new(
+                            record.line.as_bytes(),
+                        ))
                         .build()
                         .map_err(|e| error(e.to_string()))
                 })

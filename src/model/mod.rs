@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use crate::config::{Config, Fallback, ModelKind};
 use crate::domain::{FeatureLayout, FeatureRow};
+use embedded::EmbeddedError;
+use sagemaker::SageMakerModel;
 
 pub mod embedded;
 pub mod sagemaker;
@@ -78,4 +81,51 @@ pub enum ModelError {
     Unavailable(String),
     #[error("the model answered {got} scores for {expected} rows")]
     CountMismatch { expected: usize, got: usize },
+}
+
+/// Why the configured model could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelBuildError {
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedError),
+    #[error("`model.sagemaker.features`: {0}")]
+    Features(String),
+}
+
+/// The configured model. For SageMaker, `client` replaces the one built from the AWS chain
+/// (tests pass one with static credentials).
+pub async fn build(
+    config: &Config,
+    client: Option<aws_sdk_sagemakerruntime::Client>,
+) -> Result<Arc<dyn Model>, ModelBuildError> {
+    let threads = config.model_threads();
+    let embedded = || -> Result<EmbeddedModel, ModelBuildError> {
+        Ok(match &config.model.path {
+            Some(path) => EmbeddedModel::from_path(path, threads)?,
+            None => EmbeddedModel::default_model(threads)?,
+        })
+    };
+    Ok(match config.model.kind {
+        ModelKind::Embedded => Arc::new(embedded()?),
+        ModelKind::Sagemaker => {
+            let sm = &config.model.sagemaker;
+            // The local model both gives the endpoint's feature order (unless configured) and
+            // answers while the endpoint fails, when asked to.
+            let local = embedded()?;
+            let layout = match &sm.features {
+                Some(names) => FeatureLayout::from_model(names, names.len())
+                    .map_err(ModelBuildError::Features)?,
+                None => local.layout().clone(),
+            };
+            let fallback: Option<Arc<dyn Model>> = match sm.fallback {
+                Some(Fallback::Embedded) => Some(Arc::new(local)),
+                None => None,
+            };
+            let client = match client {
+                Some(client) => client,
+                None => sagemaker::client(sm).await,
+            };
+            Arc::new(SageMakerModel::new(client, sm.clone(), layout, fallback))
+        }
+    })
 }

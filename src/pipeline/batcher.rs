@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::queue::{Entry, NextBatch, State};
-use super::{ScoreError, Scored};
+use super::{ModelScore, ScoreError};
 use crate::config::BatchingConfig;
 use crate::domain::FeatureRow;
 use crate::model::{Model, ModelError};
@@ -159,7 +159,7 @@ async fn run_batch(model: Arc<dyn Model>, batch: Vec<Entry>, m: Arc<BatchMetrics
         Ok(answer) => {
             m.rows_scored.increment(answer.scores.len() as u64);
             for (entry, score) in batch.into_iter().zip(answer.scores) {
-                let _ = entry.reply.send(Ok(Scored {
+                let _ = entry.reply.send(Ok(ModelScore {
                     score,
                     model: Arc::clone(&answer.model),
                 }));

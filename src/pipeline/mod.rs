@@ -22,7 +22,7 @@ use queue::Entry;
 
 /// A score and what produced it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Scored {
+pub struct ModelScore {
     pub score: f32,
     /// The answering model's label (`name@version`).
     pub model: Arc<str>,
@@ -133,7 +133,7 @@ impl Pipeline {
         &self,
         rows: &[FeatureRow],
         admit: Admit,
-    ) -> Result<Vec<Result<Scored, ScoreError>>, ScoreError> {
+    ) -> Result<Vec<Result<ModelScore, ScoreError>>, ScoreError> {
         let inner = &*self.inner;
         let n = rows.len();
         if n == 0 {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::time::Instant;
 
-use super::{ScoreError, Scored};
+use super::{ModelScore, ScoreError};
 use crate::domain::FeatureRow;
 
 /// One row waiting for a score.
@@ -15,7 +15,7 @@ use crate::domain::FeatureRow;
 pub struct Entry {
     pub row: FeatureRow,
     /// Where the answer goes; closed when the caller has gone.
-    pub reply: oneshot::Sender<Result<Scored, ScoreError>>,
+    pub reply: oneshot::Sender<Result<ModelScore, ScoreError>>,
     pub queued_at: Instant,
     /// After this instant the caller has already been answered 504; scoring it would be waste.
     pub deadline: Instant,

@@ -97,7 +97,7 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
-fn scores(outcomes: Vec<Result<Scored, ScoreError>>) -> Vec<f32> {
+fn scores(outcomes: Vec<Result<ModelScore, ScoreError>>) -> Vec<f32> {
     outcomes.into_iter().map(|o| o.unwrap().score).collect()
 }
 

@@ -1,6 +1,6 @@
 use super::*;
 
-type Receiver = oneshot::Receiver<Result<Scored, ScoreError>>;
+type Receiver = oneshot::Receiver<Result<ModelScore, ScoreError>>;
 
 /// An entry queued at `queued_at` with a 30 s deadline, and the receiver that keeps it alive.
 fn entry(tag: f32, queued_at: Instant) -> (Entry, Receiver) {

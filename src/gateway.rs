@@ -1,0 +1,133 @@
+//! The gateway as a whole: build it from a [`Config`] (model -> pipeline -> scoring -> state,
+//! and the stream consumer when configured), then serve until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::kinesis::{Consumer, KinesisError};
+use crate::middleware::auth::{Auth, AuthConfigError};
+use crate::model::{self, Model, ModelBuildError};
+use crate::pipeline::Pipeline;
+use crate::server::{app, serve_connections};
+use crate::state::AppState;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Model(#[from] ModelBuildError),
+    #[error(transparent)]
+    Auth(#[from] AuthConfigError),
+    #[error(transparent)]
+    Kinesis(#[from] KinesisError),
+}
+
+/// A built gateway, not yet serving: the shared state and the tasks it started.
+pub struct Gateway {
+    pub state: AppState,
+    config: Config,
+    tasks: TaskTracker,
+    consumer: Option<Arc<Consumer>>,
+}
+
+/// AWS clients to use instead of the ones built from the standard chain (tests pass clients
+/// with static credentials).
+#[derive(Debug, Default, Clone)]
+pub struct Clients {
+    pub sagemaker: Option<aws_sdk_sagemakerruntime::Client>,
+    pub kinesis: Option<aws_sdk_kinesis::Client>,
+}
+
+impl Gateway {
+    /// Loads the model (or connects the SageMaker client) and starts the pipeline. Must run
+    /// inside a tokio runtime.
+    pub async fn build(config: &Config) -> Result<Self, StartError> {
+        Self::build_with(config, Clients::default()).await
+    }
+
+    /// [`Gateway::build`] with some AWS clients given.
+    pub async fn build_with(config: &Config, clients: Clients) -> Result<Self, StartError> {
+        let auth = Auth::from_config(config, |name| std::env::var(name).ok())?;
+        let model = model::build(config, clients.sagemaker).await?;
+        tracing::info!(model = model.label(), "model ready");
+        let mut gateway = Self::with_model(config, model, auth);
+        if let Some(kinesis) = &config.kinesis {
+            let client = match clients.kinesis {
+                Some(client) => client,
+                None => crate::kinesis::client(kinesis).await,
+            };
+            let state = &gateway.state;
+            let consumer = Consumer::new(
+                client,
+                kinesis.clone(),
+                state.scoring.clone(),
+                state.health.clone(),
+            )?;
+            gateway.consumer = Some(Arc::new(consumer));
+        }
+        Ok(gateway)
+    }
+
+    /// A gateway in front of any model (tests use slow or failing ones).
+    pub fn with_model(config: &Config, model: Arc<dyn Model>, auth: Auth) -> Self {
+        let tasks = TaskTracker::new();
+        let pipeline = Pipeline::start(model, &config.batching, &tasks);
+        Self {
+            state: AppState::new(config, pipeline, auth),
+            config: config.clone(),
+            tasks,
+            consumer: None,
+        }
+    }
+
+    /// The router with its middleware, for serving or for `oneshot` tests.
+    pub fn router(&self) -> Router {
+        app(self.state.clone(), &self.config)
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
+    /// (at most `http.shutdown_grace_ms`), and drains the queue before returning.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let router = self.router();
+        let Self {
+            state,
+            config,
+            tasks,
+            consumer,
+        } = self;
+        let stop = CancellationToken::new();
+        let health = state.health.clone();
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            health.begin_shutdown();
+            trigger.cancel();
+        });
+        let consumer = consumer.map(|c| tokio::spawn(c.run(stop.clone())));
+        let result = serve_connections(listener, router, &config.http, stop).await;
+        // The consumer finishes its pages in hand and checkpoints them; it needs the pipeline
+        // until then.
+        if let Some(consumer) = consumer
+            && let Err(e) = consumer.await
+        {
+            tracing::error!(error = %e, "the stream consumer panicked");
+        }
+        // The router's copies of the state are gone with the server; dropping ours closes the
+        // queue, and the batcher scores what is left before its task ends.
+        drop(state);
+        tasks.close();
+        tasks.wait().await;
+        tracing::info!("stopped");
+        result
+    }
+}

@@ -1,0 +1,145 @@
+//! Readiness as data: whether the gateway is shutting down, whether its model can answer, and
+//! how its stream consumer is doing, shard by shard. The consumer reports here; the health
+//! routes and the SageMaker `/ping` read it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
+
+use crate::model::Model;
+
+/// What the consumer last reported of one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardStatus {
+    /// When its reader last got an answer from `GetRecords` (records or not).
+    pub last_read: Instant,
+}
+
+/// Why the gateway should not get traffic now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    #[error("the stream consumer cannot read its stream")]
+    Stream,
+    #[error("the model is not ready")]
+    Model,
+}
+
+/// Shared by the health routes and the stream consumer; cheap to clone.
+#[derive(Clone)]
+pub struct Health {
+    model: Arc<dyn Model>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shutting_down: AtomicBool,
+    stream: Mutex<StreamStatus>,
+}
+
+#[derive(Debug, Default)]
+struct StreamStatus {
+    /// Set while the consumer cannot read its stream (listing shards or reading one failed),
+    /// with the reason; cleared by the next successful call.
+    failing: Option<String>,
+    shards: BTreeMap<String, ShardStatus>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("model", &self.model.label())
+            .field("shutting_down", &self.is_shutting_down())
+            .field("stream", &*self.stream())
+            .finish()
+    }
+}
+
+impl Health {
+    pub fn new(model: Arc<dyn Model>) -> Self {
+        Self {
+            model,
+            inner: Arc::new(Inner {
+                shutting_down: AtomicBool::new(false),
+                stream: Mutex::new(StreamStatus::default()),
+            }),
+        }
+    }
+
+    /// Whether traffic may be routed here, and if not, the first reason why.
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        if self.is_shutting_down() {
+            return Err(NotReady::ShuttingDown);
+        }
+        if self.stream().failing.is_some() {
+            return Err(NotReady::Stream);
+        }
+        if !self.model.ready() {
+            return Err(NotReady::Model);
+        }
+        Ok(())
+    }
+
+    /// Shutdown has begun: readiness fails from now on, so load balancers drain this instance.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// The consumer reached its stream.
+    pub fn stream_ok(&self) {
+        self.stream().failing = None;
+    }
+
+    /// The consumer cannot reach its stream, for `reason`.
+    pub fn stream_failed(&self, reason: impl Into<String>) {
+        self.stream().failing = Some(reason.into());
+    }
+
+    /// Why the consumer cannot reach its stream, while it cannot.
+    pub fn stream_failure(&self) -> Option<String> {
+        self.stream().failing.clone()
+    }
+
+    /// A reader got an answer from `GetRecords` for `shard_id`.
+    pub fn shard_read(&self, shard_id: &str) {
+        let mut stream = self.stream();
+        stream.failing = None;
+        let status = ShardStatus {
+            last_read: Instant::now(),
+        };
+        match stream.shards.get_mut(shard_id) {
+            Some(known) => *known = status,
+            None => {
+                stream.shards.insert(shard_id.to_owned(), status);
+            }
+        }
+    }
+
+    /// `shard_id` has no reader any more (it ended, or the consumer stopped).
+    pub fn shard_done(&self, shard_id: &str) {
+        self.stream().shards.remove(shard_id);
+    }
+
+    /// The shards being read, with what their readers last reported.
+    pub fn shards(&self) -> BTreeMap<String, ShardStatus> {
+        self.stream().shards.clone()
+    }
+
+    fn stream(&self) -> std::sync::MutexGuard<'_, StreamStatus> {
+        // The status is plain data, valid whatever a panicking holder was doing.
+        self.inner
+            .stream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,55 @@
+use super::*;
+use crate::model::EmbeddedModel;
+
+fn health() -> Health {
+    Health::new(Arc::new(EmbeddedModel::default_model(1).unwrap()))
+}
+
+#[test]
+fn ready_until_the_stream_fails_or_shutdown_begins() {
+    let health = health();
+    assert_eq!(health.readiness(), Ok(()));
+
+    health.stream_failed("ListShards: ResourceNotFoundException");
+    assert_eq!(health.readiness(), Err(NotReady::Stream));
+    assert_eq!(
+        health.stream_failure().as_deref(),
+        Some("ListShards: ResourceNotFoundException")
+    );
+    health.stream_ok();
+    assert_eq!(health.readiness(), Ok(()));
+
+    health.stream_failed("GetRecords: timeout");
+    health.shard_read("shardId-000000000000");
+    assert_eq!(
+        health.readiness(),
+        Ok(()),
+        "a successful read clears the failure"
+    );
+
+    health.begin_shutdown();
+    health.stream_failed("GetRecords: timeout");
+    assert_eq!(
+        health.readiness(),
+        Err(NotReady::ShuttingDown),
+        "shutdown is the first reason given"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shards_are_tracked_until_their_reader_is_done() {
+    let health = health();
+    health.shard_read("shard-a");
+    let first = health.shards()["shard-a"].last_read;
+    tokio::time::advance(std::time::Duration::from_secs(2)).await;
+    health.shard_read("shard-a");
+    health.shard_read("shard-b");
+    let shards = health.shards();
+    assert_eq!(shards.len(), 2);
+    assert_eq!(
+        shards["shard-a"].last_read - first,
+        std::time::Duration::from_secs(2)
+    );
+    health.shard_done("shard-a");
+    assert_eq!(health.shards().keys().collect::<Vec<_>>(), ["shard-b"]);
+}

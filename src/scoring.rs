@@ -1,0 +1,177 @@
+//! Scoring: cache → admission → pipeline → decision. The one place the REST routes, the
+//! SageMaker route and the stream consumer get scores from, so "where is the cache consulted"
+//! has one answer.
+
+use std::sync::Arc;
+
+use crate::cache::{Origin, RawCache, ScoreCache};
+use crate::config::Config;
+use crate::domain::{FeatureRow, Score, Thresholds};
+use crate::middleware::rate_limit::RateLimits;
+use crate::model::{Model, RawAnswer, RawRequest};
+use crate::pipeline::{Admit, ModelScore, Pipeline, ScoreError};
+
+/// Rows a stream page scores per pipeline call: well under the queue's bound, so a large
+/// `GetRecords` page never asks for more room than the queue has.
+const STREAM_CHUNK: usize = 1000;
+
+/// One transaction's outcome in a batch.
+pub type Outcome = Result<Score, ScoreError>;
+
+/// Cheap to clone: every part is a handle.
+#[derive(Clone, Debug)]
+pub struct Scoring {
+    pipeline: Pipeline,
+    cache: ScoreCache,
+    raw_cache: RawCache,
+    thresholds: Thresholds,
+    /// The global limit, which stream pages wait for (REST requests are charged by the
+    /// rate-limit middleware instead).
+    rate_limits: Arc<RateLimits>,
+}
+
+impl Scoring {
+    pub fn new(config: &Config, pipeline: Pipeline, rate_limits: Arc<RateLimits>) -> Self {
+        Self {
+            pipeline,
+            cache: ScoreCache::new(&config.cache),
+            raw_cache: RawCache::new(&config.cache),
+            thresholds: Thresholds {
+                review: config.model.review_threshold,
+                decline: config.model.decline_threshold,
+            },
+            rate_limits,
+        }
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    pub fn model(&self) -> &Arc<dyn Model> {
+        self.pipeline.model()
+    }
+
+    /// Scores one transaction through the cache: a cached score answers at once (unless
+    /// `refresh`), and concurrent identical requests share one model call. A full queue fails
+    /// at once (`Overloaded`).
+    pub async fn one(
+        &self,
+        transaction_id: String,
+        features: FeatureRow,
+        refresh: bool,
+    ) -> Result<Score, ScoreError> {
+        let key = ScoreCache::key(self.model().label(), &transaction_id, &features);
+        let compute = async {
+            self.pipeline
+                .score(&[features], Admit::TryNow)
+                .await?
+                .pop()
+                .expect("the pipeline answers one outcome per row. This is a bug.")
+        };
+        let (scored, origin) = self.cache.get_or_compute(key, refresh, compute).await?;
+        Ok(self.decide(transaction_id, scored, origin))
+    }
+
+    /// Scores transactions identified by `(id, features)` through the cache: cached scores
+    /// answer at once (unless `refresh`), the misses go to the model together and are cached.
+    /// Admission of the misses is all or nothing, as in [`Pipeline::score`]; each admitted row
+    /// then gets its own outcome, in order.
+    pub async fn many(
+        &self,
+        items: Vec<(String, FeatureRow)>,
+        refresh: bool,
+        admit: Admit,
+    ) -> Result<Vec<Outcome>, ScoreError> {
+        let version = self.model().label();
+        let mut out: Vec<Option<Outcome>> = Vec::with_capacity(items.len());
+        let mut misses = Vec::new();
+        for (i, (id, features)) in items.into_iter().enumerate() {
+            let key = ScoreCache::key(version, &id, &features);
+            let hit = if refresh {
+                None
+            } else {
+                self.cache.get(&key).await
+            };
+            match hit {
+                Some(scored) => out.push(Some(Ok(self.decide(id, scored, Origin::Cache)))),
+                None => {
+                    out.push(None);
+                    misses.push((i, key, id, features));
+                }
+            }
+        }
+        let rows: Vec<FeatureRow> = misses.iter().map(|(.., row)| *row).collect();
+        let computed = self.pipeline.score(&rows, admit).await?;
+        for ((i, key, id, _), outcome) in misses.into_iter().zip(computed) {
+            out[i] = Some(match outcome {
+                Ok(scored) => {
+                    self.cache.insert(key, scored.clone()).await;
+                    Ok(self.decide(id, scored, Origin::Model))
+                }
+                Err(e) => Err(e),
+            });
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.expect("every row gets an outcome. This is a bug."))
+            .collect())
+    }
+
+    /// Scores a stream page: in chunks the queue can hold, each waiting for the global limit
+    /// and then for room in the queue (a stream slows down; it is never shed).
+    pub async fn paced(
+        &self,
+        mut items: Vec<(String, FeatureRow)>,
+    ) -> Result<Vec<Outcome>, ScoreError> {
+        let chunk = STREAM_CHUNK.min(self.pipeline.max_queue_rows()).max(1);
+        let mut outcomes = Vec::with_capacity(items.len());
+        while !items.is_empty() {
+            let part: Vec<_> = items.drain(..chunk.min(items.len())).collect();
+            self.rate_limits.wait_global(part.len() as u32).await;
+            outcomes.extend(self.many(part, false, Admit::Wait).await?);
+        }
+        Ok(outcomes)
+    }
+
+    /// Passes a body through to the model, through the pass-through cache (not read with
+    /// `refresh`); `Ok(None)` when the model only scores feature rows.
+    pub async fn raw(
+        &self,
+        request: RawRequest<'_>,
+        refresh: bool,
+    ) -> Result<Option<Arc<RawAnswer>>, ScoreError> {
+        let model = self.model();
+        let key = RawCache::key(model.label(), &request);
+        if !refresh && let Some(answer) = self.raw_cache.get(&key).await {
+            return Ok(Some(answer));
+        }
+        let deadline = tokio::time::Instant::now() + self.pipeline.deadline();
+        let Some(call) = model.invoke_raw(request, deadline) else {
+            return Ok(None);
+        };
+        let answer = Arc::new(call.await.map_err(ScoreError::Model)?);
+        self.raw_cache.insert(key, Arc::clone(&answer)).await;
+        Ok(Some(answer))
+    }
+
+    /// Sets the cache size gauges (read when scraped rather than tracked on every insert and
+    /// eviction).
+    pub fn record_cache_sizes(&self) {
+        metrics::gauge!("infergate_cache_entries").set(self.cache.entry_count() as f64);
+        metrics::gauge!("infergate_raw_cache_bytes").set(self.raw_cache.weighted_size() as f64);
+    }
+
+    fn decide(&self, transaction_id: String, scored: ModelScore, origin: Origin) -> Score {
+        Score {
+            transaction_id,
+            fraud_score: scored.score,
+            decision: self.thresholds.decide(scored.score),
+            model: scored.model.to_string(),
+            cached: origin == Origin::Cache,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
