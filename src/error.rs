@@ -24,6 +24,8 @@ pub enum ErrorKind {
     ModelUnavailable,
     DeadlineExceeded,
     ShuttingDown,
+    /// A handler failed (panicked): a bug, never the caller's fault.
+    Internal,
 }
 
 impl ErrorKind {
@@ -39,6 +41,7 @@ impl ErrorKind {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -55,6 +58,7 @@ impl ErrorKind {
             Self::ModelUnavailable => "model_unavailable",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::ShuttingDown => "shutting_down",
+            Self::Internal => "internal",
         }
     }
 
@@ -70,6 +74,7 @@ impl ErrorKind {
             Self::ModelUnavailable => "Model unavailable",
             Self::DeadlineExceeded => "Deadline exceeded",
             Self::ShuttingDown => "Shutting down",
+            Self::Internal => "Internal error",
         }
     }
 

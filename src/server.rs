@@ -185,22 +185,11 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
-    let problem = serde_json::json!({
-        "type": "urn:infergate:problem:internal",
-        "title": "Internal error",
-        "status": 500,
-        "detail": "the gateway failed to handle the request",
-    });
-    let mut response = (
-        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        axum::Json(problem),
+    ApiError::new(
+        ErrorKind::Internal,
+        "the gateway failed to handle the request",
     )
-        .into_response();
-    response.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static(crate::error::PROBLEM_JSON),
-    );
-    response
+    .into_response()
 }
 
 async fn record_metrics(request: Request, next: Next) -> Response {
@@ -221,4 +210,30 @@ async fn record_metrics(request: Request, next: Next) -> Response {
     metrics::histogram!("infergate_http_request_duration_seconds", &labels)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn a_panic_answers_a_500_problem() {
+        let response = super::panic_response(Box::new("boom"));
+        assert_eq!(response.status(), 500);
+        assert_eq!(
+            response.headers()["content-type"],
+            crate::error::PROBLEM_JSON
+        );
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            problem,
+            serde_json::json!({
+                "type": "urn:infergate:problem:internal",
+                "title": "Internal error",
+                "status": 500,
+                "detail": "the gateway failed to handle the request",
+            })
+        );
+    }
 }

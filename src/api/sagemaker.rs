@@ -88,6 +88,7 @@ impl SageMakerError {
             ErrorKind::ModelUnavailable | ErrorKind::DeadlineExceeded => {
                 ("ModelError", StatusCode::FAILED_DEPENDENCY)
             }
+            ErrorKind::Internal => ("InternalFailure", StatusCode::INTERNAL_SERVER_ERROR),
         };
         Self {
             code,
