@@ -139,6 +139,14 @@ impl ApiError {
         }
     }
 
+    /// 413: the body is over `limits.body_limit_bytes`, however it was being read.
+    pub fn payload_too_large() -> Self {
+        Self::new(
+            ErrorKind::PayloadTooLarge,
+            "the body is larger than the configured limit (`limits.body_limit_bytes`)",
+        )
+    }
+
     pub fn problem(&self) -> Problem {
         Problem {
             type_: format!("urn:infergate:problem:{}", self.kind.as_str()),

@@ -34,10 +34,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    ErrorKind::PayloadTooLarge,
-                    "the body is larger than the configured limit (`limits.body_limit_bytes`)",
-                )
+                ApiError::payload_too_large()
             } else {
                 ApiError::invalid(
                     format!("cannot read the body: {}", rejection.body_text()),

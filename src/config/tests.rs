@@ -1,3 +1,5 @@
+use clap::Parser;
+
 use super::*;
 
 fn args(extra: &[&str]) -> Args {
@@ -177,5 +179,18 @@ fn credential_entries_are_checked() {
         "`auth.sigv4[0].quota_per_day` must be >= 1",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn sagemaker_content_types_parse_as_their_media_types() {
+    for (text, codec) in [("text/csv", Codec::Csv), ("application/json", Codec::Json)] {
+        let file = write_config(&format!(
+            "[model]\nkind = \"sagemaker\"\n[model.sagemaker]\nendpoint_name = \"e\"\ncontent_type = \"{text}\"\n"
+        ));
+        let config =
+            Config::from_sources(&args(&["--config", file.0.to_str().unwrap()]), []).unwrap();
+        assert_eq!(config.model.sagemaker.content_type, codec);
+        assert_eq!(codec.media_type(), text);
     }
 }

@@ -5,7 +5,7 @@
 //! digest, so neither the keys nor which of them exist leak through timing, logs or errors.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -15,12 +15,10 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::sigv4::{SigV4Error, SigV4Key, SigV4Verifier};
-use crate::config::{Config, Plan};
+use super::rate_limit::Plan;
+use super::sigv4::{DEFAULT_MAX_SKEW, SigV4Error, SigV4Key, SigV4Verifier};
+use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
-
-/// Largest clock difference accepted in a SigV4 `X-Amz-Date`, as AWS does.
-pub const SIGV4_MAX_SKEW: Duration = Duration::from_secs(5 * 60);
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -88,16 +86,13 @@ impl Auth {
         for (i, key) in config.auth.api_keys.iter().enumerate() {
             let digest = match (&key.key_sha256, &key.key_env) {
                 (Some(hex_digest), _) => {
-                    let mut digest = [0u8; 32];
-                    match hex::decode_to_slice(hex_digest, &mut digest) {
-                        Ok(()) => Some(digest),
-                        Err(_) => {
-                            errors.push(format!(
-                                "`auth.api_keys[{i}].key_sha256` is not 64 hex digits"
-                            ));
-                            None
-                        }
+                    let digest = parse_key_sha256(hex_digest);
+                    if digest.is_none() {
+                        errors.push(format!(
+                            "`auth.api_keys[{i}].key_sha256` is not 64 hex digits"
+                        ));
                     }
+                    digest
                 }
                 (None, Some(var)) => match env(var).filter(|v| !v.is_empty()) {
                     Some(value) => Some(Sha256::digest(value.as_bytes()).into()),
@@ -148,7 +143,7 @@ impl Auth {
             return Err(AuthConfigError(errors));
         }
         let sigv4 =
-            (!sigv4_keys.is_empty()).then(|| SigV4Verifier::new(sigv4_keys, SIGV4_MAX_SKEW));
+            (!sigv4_keys.is_empty()).then(|| SigV4Verifier::new(sigv4_keys, DEFAULT_MAX_SKEW));
         Ok(Self {
             api_keys,
             sigv4,
@@ -201,12 +196,7 @@ impl Auth {
             let (parts, body) = request.into_parts();
             let bytes = axum::body::to_bytes(body, self.body_limit)
                 .await
-                .map_err(|_| {
-                    ApiError::new(
-                        ErrorKind::PayloadTooLarge,
-                        "the body is larger than the configured limit (`limits.body_limit_bytes`)",
-                    )
-                })?;
+                .map_err(|_| ApiError::payload_too_large())?;
             let outcome = verifier.verify(&parts, &bytes, SystemTime::now());
             let caller = match outcome {
                 Ok(name) => self
@@ -224,6 +214,13 @@ impl Auth {
             "credentials are required: an `x-api-key` header or a SigV4 `Authorization` header",
         ))
     }
+}
+
+/// A configured `key_sha256` as a digest: exactly 64 hex digits (either case), else `None`.
+pub fn parse_key_sha256(hex_digest: &str) -> Option<[u8; 32]> {
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(hex_digest, &mut digest).ok()?;
+    Some(digest)
 }
 
 /// What a refused signature tells the caller. An unknown access key and a wrong signature read

@@ -46,11 +46,7 @@ pub async fn rate_limit(
         Some(cost_of) => {
             let (parts, body) = request.into_parts();
             let Ok(bytes) = axum::body::to_bytes(body, state.body_limit).await else {
-                return ApiError::new(
-                    ErrorKind::PayloadTooLarge,
-                    "the body is larger than the configured limit (`limits.body_limit_bytes`)",
-                )
-                .into_response();
+                return ApiError::payload_too_large().into_response();
             };
             let cost = cost_of(&bytes);
             (

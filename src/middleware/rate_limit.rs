@@ -15,7 +15,28 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
-use crate::config::{Config, Plan};
+use crate::config::Config;
+
+/// A caller's usage plan, whichever way it authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub rate: u32,
+    pub burst: u32,
+    pub quota_per_day: Option<u64>,
+    pub allow_cache_bypass: bool,
+}
+
+impl Plan {
+    /// A plan from its configured keys; the burst defaults to the rate.
+    pub fn new(rate: u32, burst: Option<u32>, quota_per_day: Option<u64>, bypass: bool) -> Self {
+        Self {
+            rate,
+            burst: burst.unwrap_or(rate),
+            quota_per_day,
+            allow_cache_bypass: bypass,
+        }
+    }
+}
 
 type Bucket<C> = RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>;
 

@@ -133,3 +133,21 @@ fn debug_shows_names_not_keys() {
     assert!(!shown.contains("super-secret-key"));
     assert!(!shown.contains(&sha256_hex("super-secret-key")));
 }
+
+#[test]
+fn key_digests_are_exactly_64_hex_digits_in_either_case() {
+    let hex = sha256_hex("k");
+    assert_eq!(parse_key_sha256(&hex), Some(Sha256::digest(b"k").into()));
+    assert_eq!(
+        parse_key_sha256(&hex.to_ascii_uppercase()),
+        parse_key_sha256(&hex)
+    );
+    for bad in [
+        &hex[..63],
+        &format!("{hex}0"),
+        &format!("{}g", &hex[..63]),
+        "",
+    ] {
+        assert_eq!(parse_key_sha256(bad), None, "{bad:?}");
+    }
+}

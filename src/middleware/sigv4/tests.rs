@@ -3,6 +3,7 @@ use super::*;
 use std::path::{Path, PathBuf};
 
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use http::header::HOST;
 
 const AKID: &str = "AKIDEXAMPLE";
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";

@@ -1,3 +1,4 @@
+use super::retry::backoff;
 use super::*;
 
 fn row(v: f32) -> FeatureRow {
@@ -13,7 +14,7 @@ fn csv_bodies_hold_the_models_features_in_its_order_with_missing_values_empty() 
     let mut r = FeatureRow([0.0; crate::domain::N_FEATURES]);
     r.0[0] = 12.5; // amount
     r.0[7] = f32::NAN; // tx_count_1h
-    let bodies = encode(&[r, row(1.0)], &two_feature_layout(), Codec::Csv, 1 << 20).unwrap();
+    let bodies = encode(&[r, row(1.0)], &two_feature_layout(), Codec::Csv, 1 << 20);
     assert_eq!(bodies.len(), 1);
     assert_eq!(
         String::from_utf8(bodies[0].0.clone()).unwrap(),
@@ -21,7 +22,7 @@ fn csv_bodies_hold_the_models_features_in_its_order_with_missing_values_empty() 
     );
     assert_eq!(bodies[0].1, 2);
 
-    let json = encode(&[r], &two_feature_layout(), Codec::Json, 1 << 20).unwrap();
+    let json = encode(&[r], &two_feature_layout(), Codec::Json, 1 << 20);
     assert_eq!(
         String::from_utf8(json[0].0.clone()).unwrap(),
         "{\"instances\":[[null,12.5]]}"
@@ -32,7 +33,7 @@ fn csv_bodies_hold_the_models_features_in_its_order_with_missing_values_empty() 
 fn payloads_are_split_under_the_limit_and_keep_every_row() {
     let rows: Vec<FeatureRow> = (0..100).map(|i| row(i as f32 + 1000.0)).collect();
     let layout = FeatureLayout::canonical();
-    let bodies = encode(&rows, &layout, Codec::Csv, 200).unwrap();
+    let bodies = encode(&rows, &layout, Codec::Csv, 200);
     assert!(bodies.len() > 1);
     assert!(bodies.iter().all(|(b, _)| b.len() <= 200));
     assert_eq!(bodies.iter().map(|(_, n)| n).sum::<usize>(), 100);
@@ -42,7 +43,7 @@ fn payloads_are_split_under_the_limit_and_keep_every_row() {
         .collect();
     assert_eq!(text.lines().count(), 100, "no row lost or split");
     // A row larger than the limit still goes, alone.
-    let alone = encode(&rows[..2], &layout, Codec::Csv, 10).unwrap();
+    let alone = encode(&rows[..2], &layout, Codec::Csv, 10);
     assert_eq!(alone.len(), 2);
 }
 
@@ -129,4 +130,21 @@ async fn the_breaker_opens_after_consecutive_failures_then_half_opens() {
     breaker.success();
     assert_eq!(breaker.state(), BreakerState::Closed);
     assert!(breaker.allow(now + Duration::from_secs(20)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_does_not_run_the_call() {
+    let breaker = Breaker::new(1, Duration::from_secs(10));
+    let failed: Option<Result<(), &str>> = breaker.call(async { Err("down") }).await;
+    assert_eq!(failed, Some(Err("down")));
+    assert_eq!(breaker.state(), BreakerState::Open);
+    let mut ran = false;
+    let skipped = breaker
+        .call(async {
+            ran = true;
+            Ok::<(), &str>(())
+        })
+        .await;
+    assert_eq!(skipped, None);
+    assert!(!ran, "the call is not polled while the breaker is open");
 }
