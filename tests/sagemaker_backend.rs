@@ -295,7 +295,7 @@ async fn large_batches_are_split_under_the_payload_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_content_types_pass_through_whole_and_are_cached_by_body() {
     let endpoint =
-        FaultyEndpoint::start(vec![Fault::Answer("{\"predictions\":[0.42]}".into())]).await;
+        FaultyEndpoint::start(vec![Fault::BatchScores("{\"predictions\":[0.42]}".into())]).await;
     let app = gateway(&endpoint.url, |c| c.allow_anonymous = true).await;
     let body = r#"{"instances":[[1,2,3]]}"#;
     let invoke = |body: &'static str| {

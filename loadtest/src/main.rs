@@ -60,7 +60,7 @@ enum Command {
         /// Invocations served at once; more wait (or are throttled with --throttle).
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
-        /// Answer `ThrottlingException` beyond the concurrency instead of waiting.
+        /// BatchScores `ThrottlingException` beyond the concurrency instead of waiting.
         #[arg(long)]
         throttle: bool,
         /// Share of invocations answered `ServiceUnavailable`.

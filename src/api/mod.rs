@@ -8,7 +8,8 @@ use axum::routing::{get, post};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::middleware::{self, CostFn, RateLimitState, auth};
+use crate::middleware::auth;
+use crate::middleware::rate_limit::{self, CostFn, RateLimitState};
 use crate::state::AppState;
 pub use docs::{ApiDoc, openapi_json};
 
@@ -38,6 +39,18 @@ pub(crate) fn media_type(headers: &axum::http::HeaderMap, name: axum::http::Head
     )
 }
 
+/// `Cache-Control: no-cache` asks for a fresh score; only plans that allow it get one (others
+/// are served as usual, as API Gateway does).
+pub(crate) fn wants_refresh(headers: &axum::http::HeaderMap, caller: &auth::Caller) -> bool {
+    caller.may_bypass_cache()
+        && headers
+            .get_all(axum::http::header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|directive| directive.trim().eq_ignore_ascii_case("no-cache"))
+}
+
 /// Every route. The scoring routes carry their own stack (who is calling, then their limits);
 /// `server::app` wraps everything in the common one.
 pub fn router(state: AppState) -> Router {
@@ -55,7 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn(sagemaker::aws_errors));
     Router::new()
         .merge(guarded(single, &state, None))
-        .merge(guarded(batch, &state, Some(middleware::batch_cost)))
+        .merge(guarded(batch, &state, Some(score::batch_cost)))
         .merge(invocations)
         .route("/ping", get(sagemaker::ping))
         .route("/health/live", get(health::live))
@@ -79,7 +92,7 @@ fn guarded(
         body_limit: state.limits.body_limit_bytes,
     };
     routes
-        .route_layer(from_fn_with_state(limits, middleware::rate_limit))
+        .route_layer(from_fn_with_state(limits, rate_limit::rate_limit))
         .route_layer(from_fn_with_state(
             Arc::clone(&state.auth),
             auth::authenticate,

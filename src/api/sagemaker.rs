@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use std::sync::Arc;
 
 use super::media_type;
-use super::score::wants_refresh;
+use super::wants_refresh;
 use crate::domain::clip;
 use crate::error::{ErrorKind, RenderedError};
 use crate::middleware::auth::Caller;

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::json::JsonBody;
+use super::wants_refresh;
 use crate::domain::{FieldError, Score, Transaction, ValidTransaction, json_type};
 use crate::error::{ApiError, Problem};
 use crate::middleware::auth::Caller;
@@ -119,18 +120,6 @@ pub async fn score(
         .one(tx.transaction_id, tx.features, refresh)
         .await?;
     Ok(Json(score))
-}
-
-/// `Cache-Control: no-cache` asks for a fresh score; only plans that allow it get one (others
-/// are served as usual, as API Gateway does).
-pub(crate) fn wants_refresh(headers: &HeaderMap, caller: &Caller) -> bool {
-    caller.may_bypass_cache()
-        && headers
-            .get_all(axum::http::header::CACHE_CONTROL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|directive| directive.trim().eq_ignore_ascii_case("no-cache"))
 }
 
 /// Score many transactions in one request. An invalid transaction fails only itself: each
@@ -309,5 +298,33 @@ fn batch_items(body: &Value, max_items: usize) -> Result<&[Value], ApiError> {
             format!("the request has {} problem(s)", errors.len()),
             errors,
         )),
+    }
+}
+
+/// Cost of a score-batch body: its number of transactions (at least 1). A body that is not a
+/// batch costs 1; validation then refuses it.
+pub fn batch_cost(body: &[u8]) -> u32 {
+    #[derive(serde::Deserialize)]
+    struct Shape {
+        transactions: Vec<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Shape>(body)
+        .map(|s| {
+            u32::try_from(s.transactions.len())
+                .unwrap_or(u32::MAX)
+                .max(1)
+        })
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch_cost;
+
+    #[test]
+    fn batch_cost_counts_transactions() {
+        assert_eq!(batch_cost(br#"{"transactions": [{}, 1, "x"]}"#), 3);
+        assert_eq!(batch_cost(br#"{"transactions": []}"#), 1);
+        assert_eq!(batch_cost(b"not json"), 1);
     }
 }

@@ -62,13 +62,13 @@ pub struct UserRecord {
 
 /// Why a record was treated as plain.
 ///
-/// Every plain record carries a reason, [`Plain::NoMagic`] included, so that
+/// Every plain record carries a reason, [`PlainReason::NoMagic`] included, so that
 /// `reason.is_none()` means exactly "this was a well-formed aggregated record"
-/// and a metric labelled with [`Plain::code`] can show how much of a stream is
-/// aggregated at all. [`Plain::is_corrupt`] separates the ordinary case from
+/// and a metric labelled with [`PlainReason::code`] can show how much of a stream is
+/// aggregated at all. [`PlainReason::is_corrupt`] separates the ordinary case from
 /// records that looked aggregated but were damaged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Plain {
+pub enum PlainReason {
     /// The data does not start with [`MAGIC`]: an ordinary, non-aggregated record.
     #[error("no KPL magic prefix")]
     NoMagic,
@@ -88,15 +88,15 @@ pub enum Plain {
     BadIndex,
 }
 
-impl Plain {
+impl PlainReason {
     /// A stable, lower-case label for metrics.
     pub fn code(&self) -> &'static str {
         match self {
-            Plain::NoMagic => "no_magic",
-            Plain::TooShort => "too_short",
-            Plain::BadChecksum => "bad_checksum",
-            Plain::BadProtobuf(_) => "bad_protobuf",
-            Plain::BadIndex => "bad_index",
+            PlainReason::NoMagic => "no_magic",
+            PlainReason::TooShort => "too_short",
+            PlainReason::BadChecksum => "bad_checksum",
+            PlainReason::BadProtobuf(_) => "bad_protobuf",
+            PlainReason::BadIndex => "bad_index",
         }
     }
 
@@ -105,7 +105,7 @@ impl Plain {
     /// begin with the magic. Both deserve a warning; `NoMagic` is the normal
     /// case for a stream without aggregation.
     pub fn is_corrupt(&self) -> bool {
-        !matches!(self, Plain::NoMagic)
+        !matches!(self, PlainReason::NoMagic)
     }
 }
 
@@ -123,13 +123,13 @@ impl Plain {
 ///   `0..n`, and `None`. A well-formed aggregated record with no user records
 ///   (only key tables) yields an empty `Vec`, as the KCL does: it is a valid
 ///   aggregate whose content happens to be empty, not plain data. Magic plus
-///   checksum with an empty message is [`Plain::TooShort`], again as the KCL
+///   checksum with an empty message is [`PlainReason::TooShort`], again as the KCL
 ///   decides it (it requires at least one byte of message).
 /// * Departures from the KCL, deliberate: a key index past its table makes
-///   the whole record plain ([`Plain::BadIndex`]), where the KCL logs an error,
+///   the whole record plain ([`PlainReason::BadIndex`]), where the KCL logs an error,
 ///   keeps the user records before the bad one and drops the rest; key-table
 ///   entries longer than Kinesis accepts (256 characters for a partition key,
-///   39 for an explicit hash key) make it [`Plain::BadProtobuf`], to bound
+///   39 for an explicit hash key) make it [`PlainReason::BadProtobuf`], to bound
 ///   memory; and no user record is dropped for hashing outside the shard's
 ///   range (the KCL does that after a reshard, given the shard's hash range,
 ///   which this function does not have). Like the KCL (proto2 strings in
@@ -142,7 +142,7 @@ impl Plain {
 /// input bytes and a capped key at most 1 KiB, so an adversarial record can
 /// expand about 200-fold, while real traffic (keys far shorter than data)
 /// stays near the input size.
-pub fn deaggregate(data: &[u8], partition_key: &str) -> (Vec<UserRecord>, Option<Plain>) {
+pub fn deaggregate(data: &[u8], partition_key: &str) -> (Vec<UserRecord>, Option<PlainReason>) {
     match parse(data) {
         Ok(records) => (records, None),
         Err(reason) => {
@@ -157,22 +157,22 @@ pub fn deaggregate(data: &[u8], partition_key: &str) -> (Vec<UserRecord>, Option
     }
 }
 
-fn parse(data: &[u8]) -> Result<Vec<UserRecord>, Plain> {
-    let rest = data.strip_prefix(&MAGIC).ok_or(Plain::NoMagic)?;
+fn parse(data: &[u8]) -> Result<Vec<UserRecord>, PlainReason> {
+    let rest = data.strip_prefix(&MAGIC).ok_or(PlainReason::NoMagic)?;
     // The KCL requires strictly more than the digest after the magic, so an
     // empty message is never treated as an aggregate; match it exactly.
     if rest.len() <= DIGEST_LEN {
-        return Err(Plain::TooShort);
+        return Err(PlainReason::TooShort);
     }
     let (message, digest) = rest.split_at(rest.len() - DIGEST_LEN);
     // An integrity check against corruption, not authentication, so a plain
     // (non-constant-time) comparison is fine.
     if Md5::digest(message).as_slice() != digest {
-        return Err(Plain::BadChecksum);
+        return Err(PlainReason::BadChecksum);
     }
 
     let aggregated =
-        AggregatedRecord::decode(message).map_err(|e| Plain::BadProtobuf(e.to_string()))?;
+        AggregatedRecord::decode(message).map_err(|e| PlainReason::BadProtobuf(e.to_string()))?;
     // prost does not enforce proto2 `required`; the Java parser the KCL uses
     // rejects the whole message when one is missing, so check every record
     // before resolving any index (a missing field wins over a bad index, as
@@ -219,9 +219,9 @@ struct Required {
 }
 
 impl TryFrom<Record> for Required {
-    type Error = Plain;
+    type Error = PlainReason;
 
-    fn try_from(record: Record) -> Result<Self, Plain> {
+    fn try_from(record: Record) -> Result<Self, PlainReason> {
         if record.tags.iter().any(|tag| tag.key.is_none()) {
             return Err(missing("Tag", "key"));
         }
@@ -235,8 +235,8 @@ impl TryFrom<Record> for Required {
     }
 }
 
-fn missing(message: &str, field: &str) -> Plain {
-    Plain::BadProtobuf(format!("{message}.{field} is required but missing"))
+fn missing(message: &str, field: &str) -> PlainReason {
+    PlainReason::BadProtobuf(format!("{message}.{field} is required but missing"))
 }
 
 /// Turns a key table into strings, lossily as Java does for proto2 strings,
@@ -245,7 +245,7 @@ fn key_table(
     table: Vec<Vec<u8>>,
     within_limit: impl Fn(&str) -> bool,
     what: &str,
-) -> Result<Vec<String>, Plain> {
+) -> Result<Vec<String>, PlainReason> {
     table
         .into_iter()
         .enumerate()
@@ -255,7 +255,7 @@ fn key_table(
             if within_limit(&key) {
                 Ok(key)
             } else {
-                Err(Plain::BadProtobuf(format!(
+                Err(PlainReason::BadProtobuf(format!(
                     "{what} table entry {i} is longer than Kinesis allows"
                 )))
             }
@@ -263,11 +263,11 @@ fn key_table(
         .collect()
 }
 
-fn lookup(table: &[String], index: u64) -> Result<&String, Plain> {
+fn lookup(table: &[String], index: u64) -> Result<&String, PlainReason> {
     usize::try_from(index)
         .ok()
         .and_then(|i| table.get(i))
-        .ok_or(Plain::BadIndex)
+        .ok_or(PlainReason::BadIndex)
 }
 
 // The wire schema, written out by hand so that no build script or protoc is

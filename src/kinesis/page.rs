@@ -91,7 +91,7 @@ pub struct Page {
     /// Bytes of record data on the page.
     pub bytes: usize,
     /// Records that looked KPL-aggregated but were damaged (read as plain records).
-    pub corrupt_aggregates: Vec<kpl::Plain>,
+    pub corrupt_aggregates: Vec<kpl::PlainReason>,
 }
 
 /// The page's lines, in record order.
@@ -112,7 +112,7 @@ impl Page {
             let data = record.data().as_ref();
             bytes += data.len();
             let (users, plain) = kpl::deaggregate(data, record.partition_key().unwrap_or(""));
-            corrupt_aggregates.extend(plain.filter(kpl::Plain::is_corrupt));
+            corrupt_aggregates.extend(plain.filter(kpl::PlainReason::is_corrupt));
             for user in users {
                 let position = Position {
                     sequence_number: record.sequence_number().to_owned(),

@@ -104,9 +104,8 @@ impl Consumer {
                         iterator = self.iterator(&shard_id).await?;
                         continue;
                     }
-                    if code == "ProvisionedThroughputExceededException"
-                        || code == "LimitExceededException"
-                    {
+                    let status = e.raw_response().map(|r| r.status().as_u16());
+                    if crate::aws::is_throttling(e.code(), status) {
                         throttled += 1;
                         metrics::counter!("infergate_kinesis_throttled_total", &labels)
                             .increment(1);

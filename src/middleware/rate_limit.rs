@@ -9,13 +9,18 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
+use super::auth::Caller;
 use crate::config::Config;
+use crate::error::{ApiError, ErrorKind};
 
 /// A caller's usage plan, whichever way it authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,6 +329,70 @@ fn take_quota(
         remaining: per_day - count.used,
         reset_secs,
     })
+}
+
+/// How many tokens a request costs, from its body (one per transaction).
+pub type CostFn = fn(&[u8]) -> u32;
+
+/// State of the rate-limit middleware on one route.
+#[derive(Clone)]
+pub struct RateLimitState {
+    pub limits: Arc<RateLimits>,
+    /// `None`: every request costs one token and the body is not read here.
+    pub cost: Option<CostFn>,
+    pub body_limit: usize,
+}
+
+/// Charges the caller's plan and the global limit; 429 with `Retry-After` and `RateLimit-*`
+/// headers when either is exhausted, and the caller's `RateLimit-*` state on every response.
+pub async fn rate_limit(
+    State(state): State<RateLimitState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(Caller::anonymous);
+    let (request, cost) = match state.cost {
+        None => (request, 1),
+        Some(cost_of) => {
+            let (parts, body) = request.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, state.body_limit).await else {
+                return ApiError::payload_too_large().into_response();
+            };
+            let cost = cost_of(&bytes);
+            (
+                Request::from_parts(parts, axum::body::Body::from(bytes)),
+                cost,
+            )
+        }
+    };
+    let name = (!caller.is_anonymous()).then_some(&*caller.name);
+    match state.limits.check(name, cost, SystemTime::now()) {
+        Ok(info) => {
+            let mut response = next.run(request).await;
+            if let Some(info) = info {
+                info.write_headers(response.headers_mut());
+            }
+            response
+        }
+        Err(limited) => {
+            metrics::counter!(
+                "infergate_rate_limited_total",
+                "caller" => caller.name.to_string(),
+                "scope" => limited.scope.as_str()
+            )
+            .increment(1);
+            let mut error = ApiError::new(ErrorKind::RateLimited, limited.detail);
+            limited.info.write_headers(&mut error.headers);
+            if let Some(secs) = limited.retry_after_secs {
+                error.headers.insert("retry-after", HeaderValue::from(secs));
+            }
+            error.into_response()
+        }
+    }
 }
 
 #[cfg(test)]

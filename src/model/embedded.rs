@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::xgboost::{LoadError, XgbModel};
-use super::{Answer, Model, ModelError, PredictFuture};
+use super::{BatchScores, Model, ModelError, PredictFuture};
 use crate::domain::{FeatureLayout, FeatureRow};
 
 /// The default model, compiled into the binary so that it scores from any directory.
@@ -191,7 +191,7 @@ impl Model for EmbeddedModel {
             if rows.len() * self.num_trees <= INLINE_TREE_WALKS {
                 let mut scores = vec![0.0f32; rows.len()];
                 self.model.predict_batch(&flat, &mut scores);
-                return Ok(Answer {
+                return Ok(BatchScores {
                     scores,
                     model: Arc::clone(&self.label),
                 });
@@ -209,7 +209,7 @@ impl Model for EmbeddedModel {
             let scores = answer
                 .await
                 .map_err(|_| ModelError::Unavailable("a model thread panicked".into()))?;
-            Ok(Answer {
+            Ok(BatchScores {
                 scores,
                 model: Arc::clone(&self.label),
             })

@@ -21,7 +21,7 @@ pub use embedded::EmbeddedModel;
 
 /// A batch's scores and the model that produced them (a fallback may answer for another).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
+pub struct BatchScores {
     pub scores: Vec<f32>,
     pub model: Arc<str>,
 }
@@ -45,7 +45,8 @@ pub struct RawAnswer {
 pub type RawFuture<'a> = Pin<Box<dyn Future<Output = Result<RawAnswer, ModelError>> + Send + 'a>>;
 
 /// The future a model returns for one batch.
-pub type PredictFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, ModelError>> + Send + 'a>>;
+pub type PredictFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<BatchScores, ModelError>> + Send + 'a>>;
 
 /// A scorer of feature rows.
 pub trait Model: Send + Sync + 'static {

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use tokio::sync::Semaphore;
 
 use super::*;
-use crate::model::{Answer, PredictFuture};
+use crate::model::{BatchScores, PredictFuture};
 
 #[derive(Default)]
 struct FakeModel {
@@ -50,7 +50,7 @@ impl Model for FakeModel {
             if self.fail {
                 return Err(ModelError::Unavailable("endpoint down".into()));
             }
-            Ok(Answer {
+            Ok(BatchScores {
                 scores: rows.iter().map(|r| r.0[0] / 100.0).collect(),
                 model: Arc::from("fake@1"),
             })

@@ -7,7 +7,7 @@ use tokio_util::task::TaskTracker;
 
 use super::*;
 use crate::domain::Decision;
-use crate::model::{Answer, PredictFuture};
+use crate::model::{BatchScores, PredictFuture};
 
 /// Scores a row `first feature / 100` and remembers each batch's first features.
 #[derive(Default)]
@@ -23,7 +23,7 @@ impl Model for Recorder {
             .push(rows.iter().map(|r| r.0[0]).collect());
         let scores = rows.iter().map(|r| r.0[0] / 100.0).collect();
         Box::pin(async move {
-            Ok(Answer {
+            Ok(BatchScores {
                 scores,
                 model: Arc::from("rec@1"),
             })

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use infergate::domain::FeatureRow;
 use infergate::middleware::auth::Auth;
-use infergate::model::{Answer, Model, ModelError, PredictFuture};
+use infergate::model::{BatchScores, Model, ModelError, PredictFuture};
 use infergate::{Config, Gateway};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot};
@@ -199,7 +199,7 @@ impl Model for TestModel {
                     return Err(ModelError::Unavailable("the test model fails".into()));
                 }
             }
-            Ok(Answer {
+            Ok(BatchScores {
                 scores: vec![0.5; rows.len()],
                 model: Arc::from(self.label()),
             })

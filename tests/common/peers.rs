@@ -94,9 +94,9 @@ async fn serve_router(app: Router) -> (String, tokio::task::JoinHandle<()>) {
 /// What the fault-injecting endpoint does with one call.
 #[derive(Debug, Clone)]
 pub enum Fault {
-    /// Answer this body (`text/csv`).
-    Answer(String),
-    /// Answer one score per CSV row: `0.5`.
+    /// BatchScores this body (`text/csv`).
+    BatchScores(String),
+    /// BatchScores one score per CSV row: `0.5`.
     Echo,
     Throttle,
     /// A 5xx with SageMaker's error code for it.
@@ -193,7 +193,7 @@ async fn invoke(
             .unwrap_or(Fault::Echo)
     };
     match fault {
-        Fault::Answer(text) => ([("content-type", "text/csv")], text).into_response(),
+        Fault::BatchScores(text) => ([("content-type", "text/csv")], text).into_response(),
         Fault::Echo => echo(&body),
         Fault::Throttle => aws_error(400, "ThrottlingException", json!({})),
         Fault::ServerError => aws_error(503, "ServiceUnavailable", json!({})),

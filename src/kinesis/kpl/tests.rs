@@ -79,7 +79,7 @@ fn encode(pks: &[&str], ehks: &[&str], records: Vec<Record>) -> Vec<u8> {
 }
 
 /// Asserts the result is `data` handed on whole as one plain record.
-fn assert_plain(data: &[u8], pk: &str, expected: &Plain) {
+fn assert_plain(data: &[u8], pk: &str, expected: &PlainReason) {
     let (records, reason) = deaggregate(data, pk);
     assert_eq!(reason.as_ref(), Some(expected));
     assert_eq!(
@@ -96,7 +96,7 @@ fn assert_plain(data: &[u8], pk: &str, expected: &Plain) {
 fn assert_bad_protobuf(data: &[u8]) {
     let (records, reason) = deaggregate(data, "pk");
     assert!(
-        matches!(reason, Some(Plain::BadProtobuf(_))),
+        matches!(reason, Some(PlainReason::BadProtobuf(_))),
         "expected BadProtobuf, got {reason:?}"
     );
     assert_eq!(records.len(), 1);
@@ -115,7 +115,7 @@ fn fixtures_match_aws_kinesis_agg() {
         let (records, reason) = deaggregate(&blob, pk);
 
         if let Some(code) = case["plain"].as_str() {
-            assert_eq!(reason.as_ref().map(Plain::code), Some(code), "{name}");
+            assert_eq!(reason.as_ref().map(PlainReason::code), Some(code), "{name}");
             assert_eq!(records.len(), 1, "{name}");
             assert_eq!(
                 records[0].data, blob,
@@ -181,7 +181,7 @@ fn flipped_checksum_or_message_byte_is_bad_checksum() {
         ] {
             let mut bad = good.clone();
             bad[at] ^= 0x01;
-            assert_plain(&bad, "outer-key", &Plain::BadChecksum);
+            assert_plain(&bad, "outer-key", &PlainReason::BadChecksum);
         }
     }
 }
@@ -192,11 +192,11 @@ fn every_truncation_is_plain() {
     for len in 0..good.len() {
         let cut = &good[..len];
         let expected = if len < MAGIC.len() {
-            Plain::NoMagic
+            PlainReason::NoMagic
         } else if len <= MAGIC.len() + DIGEST_LEN {
-            Plain::TooShort
+            PlainReason::TooShort
         } else {
-            Plain::BadChecksum
+            PlainReason::BadChecksum
         };
         assert_plain(cut, "outer-key", &expected);
     }
@@ -204,24 +204,24 @@ fn every_truncation_is_plain() {
 
 #[test]
 fn records_without_magic_are_plain() {
-    assert_plain(b"", "k", &Plain::NoMagic);
-    assert_plain(&MAGIC[..3], "k", &Plain::NoMagic);
-    assert_plain(br#"{"amount": 10}"#, "card-1", &Plain::NoMagic);
+    assert_plain(b"", "k", &PlainReason::NoMagic);
+    assert_plain(&MAGIC[..3], "k", &PlainReason::NoMagic);
+    assert_plain(br#"{"amount": 10}"#, "card-1", &PlainReason::NoMagic);
     // The magic must be a prefix, not merely present.
     let mut shifted = vec![0u8];
     shifted.extend_from_slice(&fixture("single"));
-    assert_plain(&shifted, "k", &Plain::NoMagic);
+    assert_plain(&shifted, "k", &PlainReason::NoMagic);
 }
 
 #[test]
 fn magic_with_empty_message_is_too_short() {
     // A valid checksum over an empty message: the KCL still does not count it
     // as an aggregate, because nothing lies between magic and checksum.
-    assert_plain(&wrap(&[]), "k", &Plain::TooShort);
-    assert_plain(&MAGIC, "k", &Plain::TooShort);
+    assert_plain(&wrap(&[]), "k", &PlainReason::TooShort);
+    assert_plain(&MAGIC, "k", &PlainReason::TooShort);
     let mut sixteen = MAGIC.to_vec();
     sixteen.extend_from_slice(&[0u8; DIGEST_LEN]);
-    assert_plain(&sixteen, "k", &Plain::TooShort);
+    assert_plain(&sixteen, "k", &PlainReason::TooShort);
 }
 
 #[test]
@@ -271,15 +271,15 @@ fn index_beyond_table_is_bad_index() {
         &[],
         vec![record(0, None, b"ok"), record(2, None, b"x")],
     );
-    assert_plain(&pk_past, "outer", &Plain::BadIndex);
+    assert_plain(&pk_past, "outer", &PlainReason::BadIndex);
     let ehk_past = encode(&["a"], &["1"], vec![record(0, Some(1), b"x")]);
-    assert_plain(&ehk_past, "outer", &Plain::BadIndex);
+    assert_plain(&ehk_past, "outer", &PlainReason::BadIndex);
     let ehk_no_table = encode(&["a"], &[], vec![record(0, Some(0), b"x")]);
-    assert_plain(&ehk_no_table, "outer", &Plain::BadIndex);
+    assert_plain(&ehk_no_table, "outer", &PlainReason::BadIndex);
     let huge = encode(&["a"], &[], vec![record(u64::MAX, None, b"x")]);
-    assert_plain(&huge, "outer", &Plain::BadIndex);
+    assert_plain(&huge, "outer", &PlainReason::BadIndex);
     let no_table = encode(&[], &[], vec![record(0, None, b"x")]);
-    assert_plain(&no_table, "outer", &Plain::BadIndex);
+    assert_plain(&no_table, "outer", &PlainReason::BadIndex);
 }
 
 #[test]
@@ -388,18 +388,18 @@ fn keys_longer_than_kinesis_allows_are_bad_protobuf() {
 #[test]
 fn plain_codes_are_distinct_and_only_no_magic_is_benign() {
     let all = [
-        Plain::NoMagic,
-        Plain::TooShort,
-        Plain::BadChecksum,
-        Plain::BadProtobuf("x".into()),
-        Plain::BadIndex,
+        PlainReason::NoMagic,
+        PlainReason::TooShort,
+        PlainReason::BadChecksum,
+        PlainReason::BadProtobuf("x".into()),
+        PlainReason::BadIndex,
     ];
-    let codes: std::collections::BTreeSet<_> = all.iter().map(Plain::code).collect();
+    let codes: std::collections::BTreeSet<_> = all.iter().map(PlainReason::code).collect();
     assert_eq!(codes.len(), all.len());
-    assert!(!Plain::NoMagic.is_corrupt());
-    assert!(all[1..].iter().all(Plain::is_corrupt));
+    assert!(!PlainReason::NoMagic.is_corrupt());
+    assert!(all[1..].iter().all(PlainReason::is_corrupt));
     assert!(
-        Plain::BadProtobuf("detail".into())
+        PlainReason::BadProtobuf("detail".into())
             .to_string()
             .contains("detail")
     );

@@ -11,7 +11,7 @@ use std::time::Duration;
 use aws_sdk_sagemakerruntime::Client;
 use tokio::time::Instant;
 
-use super::{Answer, Model, ModelError, PredictFuture, RawFuture, RawRequest};
+use super::{BatchScores, Model, ModelError, PredictFuture, RawFuture, RawRequest};
 use crate::config::SageMakerConfig;
 use crate::domain::{FeatureLayout, FeatureRow};
 
@@ -109,7 +109,7 @@ impl Model for SageMakerModel {
         Box::pin(async move {
             let error = match self.breaker.call(self.invoke_all(rows, deadline)).await {
                 Some(Ok(scores)) => {
-                    return Ok(Answer {
+                    return Ok(BatchScores {
                         scores,
                         model: Arc::clone(&self.label),
                     });

@@ -145,7 +145,7 @@ fn classify(e: &SdkError<InvokeEndpointError>) -> Failure {
                 InvokeEndpointError::InternalDependencyException(_) => {
                     failure("internal_dependency", true, message)
                 }
-                other if other.code() == Some("ThrottlingException") || status == 429 => {
+                other if crate::aws::is_throttling(other.code(), Some(status)) => {
                     failure("throttling", true, message)
                 }
                 other => failure(
