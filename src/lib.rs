@@ -1,18 +1,27 @@
 //! infergate: a real-time inference gateway. One binary that accepts card transactions over
-//! REST, batches them, and scores them with an XGBoost model evaluated in-process.
+//! REST (and a SageMaker-compatible route) and from a Kinesis stream, batches them, and scores
+//! them with an XGBoost model evaluated in-process (the default) or a SageMaker endpoint.
 //!
 //! # Layout
 //!
-//! - [`config`]: command line, environment and TOML file into one validated [`Config`].
-//! - [`domain`]: the transaction contract, its validation, and the features derived from it.
-//! - [`model`]: the [`Model`](model::Model) trait, the XGBoost loader/evaluator, and the
-//!   embedded model that runs it on dedicated threads.
-//! - [`pipeline`]: the shared scoring path: admission, the bounded queue, the batcher.
-//! - [`middleware`]: callers (API keys, SigV4) and their usage plans (rate limits, quotas).
-//! - [`cache`]: the response cache, which also coalesces identical concurrent requests.
-//! - [`kinesis`]: the stream consumer: shard readers, KPL de-aggregation, sinks, checkpoints.
+//! Two entry points share one scoring path: HTTP requests ([`server`] → [`api`]) and stream
+//! records ([`kinesis`]); both call [`scoring`], which the [`pipeline`] serves from either
+//! backend of [`model`] (the embedded XGBoost evaluator or a SageMaker endpoint).
+//!
+//! - [`gateway`]: builds everything from a [`Config`] and serves until shutdown.
+//! - [`server`]: the accept loop, its connection limits and timers, the one middleware stack.
 //! - [`api`]: HTTP handlers and the OpenAPI document generated from them.
-//! - [`server`]: router, middleware stack, serving and graceful shutdown.
+//! - [`middleware`]: callers (API keys, SigV4) and their usage plans (rate limits, quotas).
+//! - [`scoring`]: cache → admission → pipeline → decision, the one place scores come from.
+//! - [`cache`]: the TTL cache for scores and pass-through answers, with coalescing.
+//! - [`pipeline`]: admission, the bounded queue, the batcher.
+//! - [`model`]: the [`Model`](model::Model) trait, the XGBoost loader/evaluator and its
+//!   threads, the SageMaker backend.
+//! - [`kinesis`]: the stream consumer: discovery, shard readers, pages, KPL, sinks, checkpoints.
+//! - [`health`]: readiness as data (shutdown, model, stream consumer per shard).
+//! - [`domain`]: the transaction contract, its validation, the features, the score's meaning.
+//! - [`config`]: command line, environment and TOML file into one validated [`Config`].
+//! - [`state`]: what the HTTP handlers share.
 //! - [`error`]: the REST error vocabulary (RFC 9457 problem details).
 //! - [`aws`]: the one AWS SDK configuration builder.
 //! - [`telemetry`], [`shutdown`]: logs, metrics, signals.
