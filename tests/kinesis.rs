@@ -556,7 +556,10 @@ async fn kill_9_at_any_point_loses_nothing() {
         gateway.kill().expect("SIGKILL");
         gateway.wait().unwrap();
         kills += 1;
-        progress.push(lines(&dirs.scored()).len());
+        // Whole lines only: a kill mid-write leaves a torn last line, which the next start
+        // of the sink cuts off (its records were not checkpointed, so they are written again).
+        let written = std::fs::read_to_string(dirs.scored()).unwrap_or_default();
+        progress.push(written.matches('\n').count());
     }
     assert_eq!(kills, KILLS);
     assert!(

@@ -81,12 +81,118 @@ impl Sink {
     }
 }
 
-/// Most records in one `PutRecords` call, and most bytes.
-const PUT_RECORDS_MAX: usize = 500;
-const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
-/// Attempts at the failed entries of a call before the page is given up (its reader then starts
-/// again from its checkpoint, so nothing is lost).
-const PUT_ATTEMPTS: u32 = 8;
+/// Most records in one `PutRecords` call, and most bytes (Kinesis' limits).
+pub const PUT_RECORDS_MAX: usize = 500;
+pub const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
+/// Attempts at the failed entries of a call before they are given up (for the sink, the page:
+/// its reader then starts again from its checkpoint, so nothing is lost).
+pub const PUT_ATTEMPTS: u32 = 8;
+
+/// Splits `entries` into `PutRecords` calls within Kinesis' limits, in order: a call takes
+/// entries until it holds [`PUT_RECORDS_MAX`] or the next would take it past
+/// [`PUT_RECORDS_MAX_BYTES`] (`size`: an entry's partition key plus its data, in bytes). An
+/// entry that is over the limit alone still gets a call of its own.
+pub fn put_records_calls<T>(
+    entries: impl IntoIterator<Item = T>,
+    size: impl Fn(&T) -> usize,
+) -> Vec<Vec<T>> {
+    let mut calls: Vec<Vec<T>> = Vec::new();
+    let mut bytes = 0;
+    for entry in entries {
+        let n = size(&entry);
+        match calls.last_mut() {
+            Some(call) if call.len() < PUT_RECORDS_MAX && bytes + n <= PUT_RECORDS_MAX_BYTES => {
+                bytes += n;
+                call.push(entry);
+            }
+            _ => {
+                bytes = n;
+                calls.push(vec![entry]);
+            }
+        }
+    }
+    calls
+}
+
+/// The caller's part in [`put_records`]: what an entry is as a Kinesis record, and what is made
+/// of each call and its answer.
+pub trait PutRecordsHandler<T> {
+    /// The entry's partition key and data.
+    fn record<'a>(&self, entry: &'a T) -> (&'a str, &'a [u8]);
+
+    /// Before each attempt after the first (and its back-off), with the entries sent again.
+    fn retrying(&mut self, _pending: &[T]) {}
+
+    /// Just before each call.
+    fn calling(&mut self) {}
+
+    /// The call failed as a whole: all its entries are sent again.
+    fn call_failed(
+        &mut self,
+        _error: &aws_sdk_kinesis::error::SdkError<
+            aws_sdk_kinesis::operation::put_records::PutRecordsError,
+        >,
+    ) {
+    }
+
+    /// A call's answer, one result per entry sent and in order: the entries to send again. By
+    /// default those whose result carries an error code.
+    fn answered(
+        &mut self,
+        sent: Vec<T>,
+        results: &[aws_sdk_kinesis::types::PutRecordsResultEntry],
+    ) -> Vec<T> {
+        failed(sent, results)
+    }
+}
+
+/// Puts one call's worth of `entries` (see [`put_records_calls`]) into `stream`, then again
+/// only those that failed, with back-off, in [`PUT_ATTEMPTS`] calls at most. Returns the
+/// entries still failing after the last: none when all were put.
+pub async fn put_records<T>(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    entries: Vec<T>,
+    handler: &mut impl PutRecordsHandler<T>,
+) -> Vec<T> {
+    let mut pending = entries;
+    for attempt in 0..PUT_ATTEMPTS {
+        if attempt > 0 {
+            handler.retrying(&pending);
+            tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(6))).await;
+        }
+        let records = pending
+            .iter()
+            .map(|entry| {
+                let (key, data) = handler.record(entry);
+                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                    .partition_key(key)
+                    .data(aws_sdk_kinesis::primitives::Blob::new(data))
+                    .build()
+                    .expect("the partition key and the data, all a record needs, are set")
+            })
+            .collect();
+        handler.calling();
+        let out = match client
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(records))
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                handler.call_failed(&e);
+                continue;
+            }
+        };
+        pending = handler.answered(pending, out.records());
+        if pending.is_empty() {
+            break;
+        }
+    }
+    pending
+}
 
 /// A Kinesis output stream.
 #[derive(Debug)]
@@ -101,84 +207,61 @@ impl KinesisSink {
     }
 
     async fn write(&self, lines: &[OutputRecord]) -> Result<(), SinkError> {
-        let mut start = 0;
-        while start < lines.len() {
-            let mut end = start;
-            let mut bytes = 0;
-            while end < lines.len() && end - start < PUT_RECORDS_MAX {
-                let size = lines[end].partition_key.len() + lines[end].line.len();
-                if end > start && bytes + size > PUT_RECORDS_MAX_BYTES {
-                    break;
-                }
-                bytes += size;
-                end += 1;
-            }
-            self.put(&lines[start..end]).await?;
-            start = end;
+        for call in put_records_calls(lines, |r| r.partition_key.len() + r.line.len()) {
+            self.put(call).await?;
         }
         Ok(())
     }
 
     /// Puts one call's worth, then again only the entries that failed, with back-off.
-    async fn put(&self, lines: &[OutputRecord]) -> Result<(), SinkError> {
-        let error = |message: String| SinkError::Stream {
-            stream: self.stream.clone(),
-            message,
-        };
-        let mut pending: Vec<&OutputRecord> = lines.iter().collect();
-        for attempt in 0..PUT_ATTEMPTS {
-            if attempt > 0 {
-                metrics::counter!("infergate_kinesis_sink_retries_total").increment(1);
-                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(6))).await;
-            }
-            let entries = pending
-                .iter()
-                .map(|record| {
-                    let key = record.partition_key.as_str();
-                    aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
-                        .partition_key(if key.is_empty() { "-" } else { key })
-                        .data(aws_sdk_kinesis::primitives::Blob::new(
-                            record.line.as_bytes(),
-                        ))
-                        .build()
-                        .map_err(|e| error(e.to_string()))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let out = match self
-                .client
-                .put_records()
-                .stream_name(&self.stream)
-                .set_records(Some(entries))
-                .send()
-                .await
-            {
-                Ok(out) => out,
-                Err(e) => {
-                    tracing::warn!(error = %aws_sdk_kinesis::error::DisplayErrorContext(&e), "PutRecords failed");
-                    continue;
-                }
-            };
-            pending = failed(&pending, out.records());
-            if pending.is_empty() {
-                return Ok(());
-            }
+    async fn put(&self, lines: Vec<&OutputRecord>) -> Result<(), SinkError> {
+        let pending = put_records(&self.client, &self.stream, lines, &mut SinkPuts).await;
+        if pending.is_empty() {
+            return Ok(());
         }
-        Err(error(format!(
-            "{} records still failing after {PUT_ATTEMPTS} attempts",
-            pending.len()
-        )))
+        Err(SinkError::Stream {
+            stream: self.stream.clone(),
+            message: format!(
+                "{} records still failing after {PUT_ATTEMPTS} attempts",
+                pending.len()
+            ),
+        })
+    }
+}
+
+/// The sink's side of [`put_records`]: an empty key goes as `-`; retries are counted and failed
+/// calls logged.
+struct SinkPuts;
+
+impl PutRecordsHandler<&OutputRecord> for SinkPuts {
+    fn record<'a>(&self, record: &'a &OutputRecord) -> (&'a str, &'a [u8]) {
+        let key = record.partition_key.as_str();
+        (
+            if key.is_empty() { "-" } else { key },
+            record.line.as_bytes(),
+        )
+    }
+
+    fn retrying(&mut self, _pending: &[&OutputRecord]) {
+        metrics::counter!("infergate_kinesis_sink_retries_total").increment(1);
+    }
+
+    fn call_failed(
+        &mut self,
+        e: &aws_sdk_kinesis::error::SdkError<
+            aws_sdk_kinesis::operation::put_records::PutRecordsError,
+        >,
+    ) {
+        tracing::warn!(error = %aws_sdk_kinesis::error::DisplayErrorContext(e), "PutRecords failed");
     }
 }
 
 /// The entries whose result carries an error code: only those are sent again.
-fn failed<'a, T>(
-    sent: &[&'a T],
-    results: &[aws_sdk_kinesis::types::PutRecordsResultEntry],
-) -> Vec<&'a T> {
-    sent.iter()
+fn failed<T>(sent: Vec<T>, results: &[aws_sdk_kinesis::types::PutRecordsResultEntry]) -> Vec<T> {
+    sent.into_iter()
         .zip(results)
         .filter(|(_, result)| result.error_code().is_some())
-        .map(|(entry, _)| *entry)
+        .map(|(entry, _)| entry)
         .collect()
 }
 
@@ -256,7 +339,7 @@ mod tests {
             .build();
         let sent = ["a", "b", "c"];
         let refs: Vec<&&str> = sent.iter().collect();
-        let again = failed(&refs, &[ok.clone(), throttled, ok]);
+        let again = failed(refs, &[ok.clone(), throttled, ok]);
         assert_eq!(again, [&"b"]);
     }
 
