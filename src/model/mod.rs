@@ -11,7 +11,6 @@ use crate::domain::{FeatureLayout, FeatureRow};
 
 pub mod embedded;
 pub mod sagemaker;
-pub mod ubjson;
 pub mod xgboost;
 
 pub use embedded::EmbeddedModel;
