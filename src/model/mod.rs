@@ -14,7 +14,6 @@ use sagemaker::SageMakerModel;
 
 pub mod embedded;
 pub mod sagemaker;
-pub mod ubjson;
 pub mod xgboost;
 
 pub use embedded::EmbeddedModel;
