@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::FieldError;
+use crate::domain::{FieldError, Invalid};
 use crate::pipeline::ScoreError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -106,9 +106,13 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
-    /// Every field problem, for `invalid_input`.
+    /// The field problems, for `invalid_input`: at most 100 per transaction and 1,000 per
+    /// batch response.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// How many more field problems were found than `errors` lists (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<usize>,
 }
 
 /// An error answered to a REST caller.
@@ -117,6 +121,8 @@ pub struct ApiError {
     pub kind: ErrorKind,
     pub detail: String,
     pub errors: Vec<FieldError>,
+    /// Field problems found but not listed in `errors`.
+    pub omitted: usize,
     /// Headers the error carries besides the defaults (rate-limit state, a computed
     /// `Retry-After`). Boxed: errors travel in `Result`s on hot paths, so they stay small.
     pub headers: Box<HeaderMap>,
@@ -128,6 +134,7 @@ impl ApiError {
             kind,
             detail: detail.into(),
             errors: Vec::new(),
+            omitted: 0,
             headers: Box::default(),
         }
     }
@@ -147,6 +154,15 @@ impl ApiError {
         )
     }
 
+    /// A 400 for an invalid transaction, its problems listed (bounded) and the rest counted.
+    pub fn invalid_transaction(invalid: Invalid) -> Self {
+        let detail = format!("the transaction has {} invalid field(s)", invalid.total());
+        Self {
+            omitted: invalid.omitted,
+            ..Self::invalid(detail, invalid.errors)
+        }
+    }
+
     pub fn problem(&self) -> Problem {
         Problem {
             type_: format!("urn:infergate:problem:{}", self.kind.as_str()),
@@ -154,6 +170,7 @@ impl ApiError {
             status: self.kind.status().as_u16(),
             detail: self.detail.clone(),
             errors: self.errors.clone(),
+            truncated: (self.omitted > 0).then_some(self.omitted),
         }
     }
 }

@@ -105,12 +105,8 @@ pub async fn score(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Score>, ApiError> {
-    let tx = ValidTransaction::from_json(&body, OffsetDateTime::now_utc()).map_err(|errors| {
-        ApiError::invalid(
-            format!("the transaction has {} invalid field(s)", errors.len()),
-            errors,
-        )
-    })?;
+    let tx = ValidTransaction::from_json(&body, OffsetDateTime::now_utc())
+        .map_err(ApiError::invalid_transaction)?;
     let refresh = wants_refresh(&headers, &caller);
     // What is not needed any more is dropped before waiting for the score, so that a request
     // waiting in the queue holds only what it needs (under overload, thousands wait).
@@ -121,6 +117,10 @@ pub async fn score(
         .await?;
     Ok(Json(score))
 }
+
+/// Most field problems one batch response lists, over all its items; the rest are counted in
+/// each item's `truncated`.
+pub const MAX_BATCH_FIELD_ERRORS: usize = 1000;
 
 /// Score many transactions in one request. An invalid transaction fails only itself: each
 /// result carries its own status.
@@ -181,20 +181,24 @@ pub async fn score_batch(
     let received_at = OffsetDateTime::now_utc();
     let mut results: Vec<Option<BatchItem>> = Vec::with_capacity(items.len());
     let mut valid = Vec::with_capacity(items.len());
+    // Field problems the response may still list: the rest are only counted.
+    let mut room = MAX_BATCH_FIELD_ERRORS;
     for (index, item) in items.iter().enumerate() {
         match ValidTransaction::from_json(item, received_at) {
             Ok(tx) => {
                 valid.push((index, tx));
                 results.push(None);
             }
-            Err(errors) => {
+            Err(mut invalid) => {
+                let listed = invalid.errors.len().min(room);
+                invalid.omitted += invalid.errors.len() - listed;
+                invalid.errors.truncate(listed);
+                room -= listed;
                 let prefix = format!("transactions[{index}]");
-                let errors: Vec<FieldError> =
-                    errors.into_iter().map(|e| e.nested(&prefix)).collect();
-                let error = ApiError::invalid(
-                    format!("the transaction has {} invalid field(s)", errors.len()),
-                    errors,
-                );
+                for error in &mut invalid.errors {
+                    *error = std::mem::take(error).nested(&prefix);
+                }
+                let error = ApiError::invalid_transaction(invalid);
                 results.push(Some(item_error(index, &error)));
             }
         }

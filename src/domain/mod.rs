@@ -14,7 +14,10 @@ mod validate;
 
 pub use features::{FEATURE_NAMES, FeatureLayout, FeatureRow, N_FEATURES};
 pub use score::{Decision, Score, Thresholds};
-pub use transaction::{FieldError, MAX_ID_CHARS, MAX_TX_COUNT, Transaction, ValidTransaction};
+pub use transaction::{
+    FieldError, Invalid, MAX_FIELD_ERRORS, MAX_ID_CHARS, MAX_TX_COUNT, Transaction,
+    ValidTransaction,
+};
 
 use serde_json::Value;
 

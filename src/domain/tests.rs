@@ -26,7 +26,9 @@ fn valid() -> Value {
 const RECEIVED: OffsetDateTime = datetime!(2026-11-26 17:00 UTC);
 
 fn errors_of(value: Value) -> Vec<FieldError> {
-    ValidTransaction::from_json(&value, RECEIVED).expect_err("must be rejected")
+    ValidTransaction::from_json(&value, RECEIVED)
+        .expect_err("must be rejected")
+        .errors
 }
 
 #[test]

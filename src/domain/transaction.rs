@@ -94,7 +94,7 @@ fn ip_address_schema() -> utoipa::openapi::schema::Schema {
 
 /// One problem with one field of the input. `field` is a JSON pointer-like path
 /// (`amount`, `transactions[3].amount`); `code` is stable, `message` is for people.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FieldError {
     #[schema(example = "amount")]
     pub field: String,
@@ -123,6 +123,24 @@ impl FieldError {
             format!("{prefix}.{}", self.field)
         };
         self
+    }
+}
+
+/// Most field problems listed for one transaction; the rest are counted.
+pub const MAX_FIELD_ERRORS: usize = 100;
+
+/// Why a transaction is invalid: its first problems, and how many more there were.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub errors: Vec<FieldError>,
+    /// Problems found but not listed (past [`MAX_FIELD_ERRORS`]).
+    pub omitted: usize,
+}
+
+impl Invalid {
+    /// Every problem found, listed or not.
+    pub fn total(&self) -> usize {
+        self.errors.len() + self.omitted
     }
 }
 

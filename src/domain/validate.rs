@@ -7,30 +7,40 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{FeatureRow, FieldError, MAX_ID_CHARS, MAX_TX_COUNT, ValidTransaction, json_type};
+use super::{
+    FeatureRow, FieldError, Invalid, MAX_FIELD_ERRORS, MAX_ID_CHARS, MAX_TX_COUNT,
+    ValidTransaction, clip, json_type,
+};
 
 impl ValidTransaction {
-    /// Checks a JSON value against the contract, collecting every problem. `received_at`
-    /// supplies the hour of day when the transaction has no timestamp.
-    pub fn from_json(value: &Value, received_at: OffsetDateTime) -> Result<Self, Vec<FieldError>> {
+    /// Checks a JSON value against the contract, collecting every problem (the first
+    /// [`MAX_FIELD_ERRORS`] listed, the rest counted). `received_at` supplies the hour of day
+    /// when the transaction has no timestamp.
+    pub fn from_json(value: &Value, received_at: OffsetDateTime) -> Result<Self, Invalid> {
         let Some(obj) = value.as_object() else {
-            return Err(vec![FieldError::new(
-                "",
-                "wrong_type",
-                format!(
-                    "a transaction must be a JSON object. Given: {}",
-                    json_type(value)
-                ),
-            )]);
+            return Err(Invalid {
+                errors: vec![FieldError::new(
+                    "",
+                    "wrong_type",
+                    format!(
+                        "a transaction must be a JSON object. Given: {}",
+                        json_type(value)
+                    ),
+                )],
+                omitted: 0,
+            });
         };
         let mut v = Validator {
             obj,
             errors: Vec::new(),
+            omitted: 0,
         };
         for key in obj.keys() {
             if !KNOWN_FIELDS.contains(&key.as_str()) {
-                v.errors.push(FieldError::new(
-                    key.as_str(),
+                // Keys are the caller's: quoted clipped, so an error never echoes a payload.
+                let key = clip(key, 64);
+                v.push(FieldError::new(
+                    key,
                     "unknown_field",
                     format!("unknown field `{key}`"),
                 ));
@@ -52,7 +62,10 @@ impl ValidTransaction {
         v.ip("source_ip");
 
         if !v.errors.is_empty() {
-            return Err(v.errors);
+            return Err(Invalid {
+                errors: v.errors,
+                omitted: v.omitted,
+            });
         }
         // Every `None` above pushed an error, so the unwraps below cannot fail.
         let (Some(transaction_id), Some(card_id), Some(amount), Some(timestamp)) =
@@ -118,15 +131,27 @@ fn shown(value: &Value) -> String {
 struct Validator<'a> {
     obj: &'a Map<String, Value>,
     errors: Vec<FieldError>,
+    /// Problems found past the first [`MAX_FIELD_ERRORS`].
+    omitted: usize,
 }
 
 impl<'a> Validator<'a> {
+    /// Lists a problem, or only counts it once [`MAX_FIELD_ERRORS`] are listed: a body of many
+    /// bad fields must not get a response (and a memory bill) many times its size.
+    fn push(&mut self, error: FieldError) {
+        if self.errors.len() < MAX_FIELD_ERRORS {
+            self.errors.push(error);
+        } else {
+            self.omitted += 1;
+        }
+    }
+
     /// The field's value; `None` (with an error) when it is absent or null and required.
     fn required(&mut self, field: &str, expected: &str) -> Option<&'a Value> {
         let obj: &'a Map<String, Value> = self.obj;
         match obj.get(field) {
             None | Some(Value::Null) => {
-                self.errors.push(FieldError::new(
+                self.push(FieldError::new(
                     field,
                     "missing",
                     format!("`{field}` is required ({expected})"),
@@ -138,7 +163,7 @@ impl<'a> Validator<'a> {
     }
 
     fn wrong_type(&mut self, field: &str, expected: &str, value: &Value) {
-        self.errors.push(FieldError::new(
+        self.push(FieldError::new(
             field,
             "wrong_type",
             format!(
@@ -164,7 +189,7 @@ impl<'a> Validator<'a> {
         let s = self.string(field, "a string of 1 to 128 characters")?;
         let chars = s.chars().count();
         if chars == 0 || chars > MAX_ID_CHARS {
-            self.errors.push(FieldError::new(
+            self.push(FieldError::new(
                 field,
                 "out_of_range",
                 format!("`{field}` must have 1 to {MAX_ID_CHARS} characters. Given: {chars}"),
@@ -186,7 +211,7 @@ impl<'a> Validator<'a> {
             return None;
         };
         if s.len() != len || !s.bytes().all(|b| b.is_ascii_uppercase()) {
-            self.errors.push(FieldError::new(
+            self.push(FieldError::new(
                 field,
                 "invalid_format",
                 format!("`{field}` must be {expected}. Given: {}", shown(value)),
@@ -213,7 +238,7 @@ impl<'a> Validator<'a> {
         match value.as_f64() {
             Some(x) if value.is_number() && x.is_finite() => Some(x),
             Some(_) => {
-                self.errors.push(FieldError::new(
+                self.push(FieldError::new(
                     field,
                     "out_of_range",
                     format!("`{field}` must be a finite number"),
@@ -230,7 +255,7 @@ impl<'a> Validator<'a> {
     fn non_negative(&mut self, field: &str) -> Option<f64> {
         let x = self.number(field, "a number >= 0")?;
         if x < 0.0 {
-            self.errors.push(FieldError::new(
+            self.push(FieldError::new(
                 field,
                 "out_of_range",
                 format!("`{field}` must be >= 0. Given: {x}"),
@@ -250,7 +275,7 @@ impl<'a> Validator<'a> {
             return None;
         }
         if x < 0.0 || x > max {
-            self.errors.push(FieldError::new(
+            self.push(FieldError::new(
                 field,
                 "out_of_range",
                 format!("`{field}` must be {expected}. Given: {x}"),
@@ -284,7 +309,7 @@ impl<'a> Validator<'a> {
         match OffsetDateTime::parse(s, &Rfc3339) {
             Ok(t) => Some(Some(t.to_offset(time::UtcOffset::UTC))),
             Err(e) => {
-                self.errors.push(FieldError::new(
+                self.push(FieldError::new(
                     field,
                     "invalid_format",
                     format!(
@@ -307,7 +332,7 @@ impl<'a> Validator<'a> {
             return;
         };
         if s.parse::<IpAddr>().is_err() {
-            self.errors.push(FieldError::new(
+            self.push(FieldError::new(
                 field,
                 "invalid_format",
                 format!("`{field}` must be {EXPECTED}. Given: {}", shown(value)),

@@ -229,12 +229,16 @@ fn validate(data: Vec<u8>, received_at: OffsetDateTime) -> Result<ValidTransacti
             message: e.to_string(),
             data,
         }),
-        Ok(value) => ValidTransaction::from_json(&value, received_at).map_err(|errors| {
-            let message = errors
+        Ok(value) => ValidTransaction::from_json(&value, received_at).map_err(|invalid| {
+            let mut message = invalid
+                .errors
                 .iter()
                 .map(|e| e.message.as_str())
                 .collect::<Vec<_>>()
                 .join("; ");
+            if invalid.omitted > 0 {
+                message.push_str(&format!("; and {} more", invalid.omitted));
+            }
             Rejected {
                 code: "invalid_transaction",
                 message,
