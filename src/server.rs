@@ -28,6 +28,9 @@ use crate::api;
 use crate::config::{Config, HttpConfig};
 use crate::error::{ApiError, ErrorKind};
 use crate::state::AppState;
+use bodies::{BodyLimits, problems_only, read_body};
+
+mod bodies;
 
 /// Accepts connections until `stop`, then lets open connections finish their requests (at most
 /// `http.shutdown_grace_ms`). Our own loop rather than `axum::serve`, because that one sets no
@@ -166,10 +169,20 @@ pub fn app(state: AppState, config: &Config) -> Router {
             .layer(PropagateRequestIdLayer::x_request_id())
             // Measured outside the timeout so that timed-out requests are counted too.
             .layer(middleware::from_fn(record_metrics))
+            // No error leaves without a problem body (axum's 405, the timeout's 504, ...).
+            .layer(middleware::from_fn(problems_only))
             // Bounds a request end to end; the pipeline's own deadline answers 504 before this.
             .layer(TimeoutLayer::with_status_code(
                 axum::http::StatusCode::GATEWAY_TIMEOUT,
                 config.request_timeout(),
+            ))
+            // The body arrives whole, within its size and time, before anything reads it.
+            .layer(middleware::from_fn_with_state(
+                BodyLimits {
+                    max_bytes: config.limits.body_limit_bytes,
+                    read_timeout: Duration::from_millis(config.http.body_read_timeout_ms),
+                },
+                read_body,
             ))
             // Bodies are read into memory, so their size is bounded (413 past it).
             .layer(DefaultBodyLimit::max(config.limits.body_limit_bytes)),

@@ -2,9 +2,68 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{assert_problem, spawn_app};
 use infergate::Config;
 use serde_json::{Map, Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A response read off a raw connection: its head (status line and headers, lower-cased) and
+/// its body.
+struct Raw {
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn status(&self) -> u16 {
+        self.head[9..12].parse().unwrap()
+    }
+
+    fn problem(&self) -> Value {
+        assert!(
+            self.head.contains("content-type: application/problem+json"),
+            "{}",
+            self.head
+        );
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// Sends `request` as is and reads the first response (whole, by its Content-Length), giving
+/// up after `within`.
+async fn exchange(stream: &mut TcpStream, request: &[u8], within: Duration) -> Raw {
+    stream.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let read = async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                if buf.len() >= end + 4 + length || n == 0 {
+                    let body = buf[end + 4..].to_vec();
+                    return Raw { head, body };
+                }
+            }
+            assert!(
+                n > 0,
+                "closed before a response: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+        }
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .expect("no response in time")
+}
 
 /// A transaction object made of `n` unknown fields (and none of the required ones).
 fn unknown_fields(n: usize) -> Value {
@@ -69,5 +128,93 @@ async fn a_batch_response_lists_at_most_1000_problems() {
             "each item still counts all of its problems"
         );
     }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_is_413_at_once_without_100_continue() {
+    let app = spawn_app(Config::default()).await;
+    for expect in ["", "expect: 100-continue\r\n"] {
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        let started = Instant::now();
+        let request = format!(
+            "POST /v1/transactions/score HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n\
+             content-length: 7000000\r\n{expect}\r\n{{}}"
+        );
+        let raw = exchange(&mut stream, request.as_bytes(), Duration::from_secs(3)).await;
+        assert_eq!(raw.status(), 413, "{expect:?}: {}", raw.head);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(
+            raw.problem()["type"],
+            "urn:infergate:problem:payload_too_large"
+        );
+        assert!(raw.head.contains("connection: close"), "{}", raw.head);
+    }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_body_that_stops_short_is_408_within_the_body_timeout() {
+    let mut config = Config::default();
+    config.http.body_read_timeout_ms = 300;
+    config.http.request_timeout_ms = 5_000;
+    let app = spawn_app(config).await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let started = Instant::now();
+    let raw = exchange(
+        &mut stream,
+        b"POST /v1/transactions/score HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n\
+          content-length: 100\r\n\r\n{\"transaction",
+        Duration::from_secs(4),
+    )
+    .await;
+    let waited = started.elapsed();
+    assert_eq!(raw.status(), 408, "{}", raw.head);
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+    assert_eq!(
+        raw.problem()["type"],
+        "urn:infergate:problem:request_timeout"
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn wrong_methods_and_undecodable_paths_get_error_bodies() {
+    let app = spawn_app(Config::default()).await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let raw = exchange(
+        &mut stream,
+        b"GET /v1/transactions/score HTTP/1.1\r\nhost: t\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(raw.status(), 405);
+    assert!(raw.head.contains("allow: post"), "{}", raw.head);
+    assert_eq!(
+        raw.problem()["type"],
+        "urn:infergate:problem:method_not_allowed"
+    );
+
+    let raw = exchange(
+        &mut stream,
+        b"POST /endpoints/%ff/invocations HTTP/1.1\r\nhost: t\r\ncontent-type: text/csv\r\n\
+          content-length: 3\r\n\r\n1,2",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(raw.status(), 400, "{}", raw.head);
+    assert!(
+        raw.head.contains("x-amzn-errortype: validationerror"),
+        "{}",
+        raw.head
+    );
+    let error: Value = serde_json::from_slice(&raw.body).unwrap();
+    assert!(
+        error["message"].as_str().unwrap().contains("endpoint name"),
+        "{error}"
+    );
     app.stop().await.unwrap();
 }

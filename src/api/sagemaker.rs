@@ -6,6 +6,7 @@
 //! SageMaker's codes, so that botocore raises its modelled exceptions.
 
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -78,6 +79,8 @@ impl SageMakerError {
                 ("ValidationError", StatusCode::UNSUPPORTED_MEDIA_TYPE)
             }
             ErrorKind::NotFound => ("ValidationError", StatusCode::NOT_FOUND),
+            ErrorKind::MethodNotAllowed => ("ValidationError", StatusCode::METHOD_NOT_ALLOWED),
+            ErrorKind::RequestTimeout => ("ValidationError", StatusCode::REQUEST_TIMEOUT),
             // What AWS answers for credentials it does not know.
             ErrorKind::Unauthorized => ("UnrecognizedClientException", StatusCode::UNAUTHORIZED),
             ErrorKind::RateLimited => ("ThrottlingException", StatusCode::TOO_MANY_REQUESTS),
@@ -201,10 +204,13 @@ pub fn csv_cost(body: &[u8]) -> u32 {
 pub async fn invocations(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Path(endpoint): Path<String>,
+    endpoint: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, SageMakerError> {
+    let Path(endpoint) = endpoint.map_err(|_| {
+        SageMakerError::validation("the endpoint name is not a valid percent-encoded UTF-8 name")
+    })?;
     // One model answers every endpoint name; the name is kept for the logs.
     tracing::debug!(endpoint = %clip(&endpoint, 64), "invocation");
     let content_type = media_type(&headers, header::CONTENT_TYPE);

@@ -413,6 +413,9 @@ pub struct HttpConfig {
     /// closes. Each open connection holds about 20 KB (more while its request waits), so this
     /// bounds the memory a flood of connections can take.
     pub max_connections: usize,
+    /// Longest a client may take to send a request's body once its headers are in (408 past
+    /// it): a body that trickles or stops short cannot hold a request open.
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -422,6 +425,7 @@ impl Default for HttpConfig {
             shutdown_grace_ms: 30_000,
             header_read_timeout_ms: 30_000,
             max_connections: 4096,
+            body_read_timeout_ms: 10_000,
         }
     }
 }

@@ -98,6 +98,9 @@ impl Config {
         if self.http.header_read_timeout_ms == 0 {
             errors.push("`http.header_read_timeout_ms` must be > 0".to_owned());
         }
+        if self.http.body_read_timeout_ms == 0 {
+            errors.push("`http.body_read_timeout_ms` must be > 0".to_owned());
+        }
         if self.http.max_connections == 0 {
             errors.push("`http.max_connections` must be > 0".to_owned());
         }
