@@ -325,11 +325,15 @@ async fn a_stream_backlog_never_sheds_http() {
         "a stream caller is waiting for room"
     );
 
+    let stream_rows = pipeline.queued_rows();
     let http = tokio::spawn({
         let p = pipeline.clone();
         async move { p.score(&[row(99.0)], Admit::TryNow).await }
     });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    until("the HTTP row is admitted or shed", || {
+        http.is_finished() || pipeline.queued_rows() > stream_rows
+    })
+    .await;
     if http.is_finished() {
         let shed = http.await.unwrap();
         panic!("an HTTP row was turned away behind the stream: {shed:?}");
