@@ -12,7 +12,7 @@ use crate::model::{Model, RawAnswer, RawRequest};
 use crate::pipeline::{Admit, ModelScore, Pipeline, ScoreError};
 
 /// Rows a stream page scores per pipeline call: well under the queue's bound, so a large
-/// `GetRecords` page never asks for more room than the queue has.
+/// `GetRecords` page never asks for more room than the queue lets a stream have.
 const STREAM_CHUNK: usize = 1000;
 
 /// One transaction's outcome in a batch.
@@ -124,7 +124,7 @@ impl Scoring {
         &self,
         mut items: Vec<(String, FeatureRow)>,
     ) -> Result<Vec<Outcome>, ScoreError> {
-        let chunk = STREAM_CHUNK.min(self.pipeline.max_queue_rows()).max(1);
+        let chunk = STREAM_CHUNK.min(self.pipeline.max_wait_rows()).max(1);
         let mut outcomes = Vec::with_capacity(items.len());
         while !items.is_empty() {
             let part: Vec<_> = items.drain(..chunk.min(items.len())).collect();

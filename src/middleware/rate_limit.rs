@@ -2,7 +2,9 @@
 //! global bucket protecting the model that every caller shares, the stream consumer included.
 //!
 //! A caller's own bucket is checked first, so a caller flooding past its plan is turned away
-//! before it can spend the global tokens other callers need.
+//! before it can spend the global tokens other callers need; and the caller's plan (tokens and
+//! daily quota) is charged only once the global limit has admitted the request, so a request the
+//! global limit refuses costs the caller nothing.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -42,6 +44,10 @@ impl Plan {
         }
     }
 }
+
+mod staged;
+
+use staged::StagedBucket;
 
 type Bucket<C> = RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>;
 
@@ -94,9 +100,11 @@ pub struct RateLimited {
 
 /// One caller's limits.
 struct CallerLimits<C: Clock + Clone> {
-    bucket: Option<Bucket<C>>,
+    bucket: Option<StagedBucket<C>>,
     plan: Plan,
-    quota: Option<Mutex<DayCount>>,
+    /// The daily quota's count. Locked for the whole of a check (with a quota or not), so that
+    /// the caller's bucket and quota are checked, then charged, as one.
+    used: Mutex<DayCount>,
 }
 
 #[derive(Debug, Default)]
@@ -141,9 +149,9 @@ impl<C: Clock + Clone> RateLimits<C> {
             .chain(config.auth.sigv4.iter().map(|k| (k.name(), k.plan())));
         for (name, plan) in plans {
             let limits = CallerLimits {
-                bucket: bucket(plan.rate, plan.burst, &clock),
+                bucket: quota(plan.rate, plan.burst).map(|q| StagedBucket::new(q, clock.clone())),
                 plan,
-                quota: plan.quota_per_day.map(|_| Mutex::new(DayCount::default())),
+                used: Mutex::new(DayCount::default()),
             };
             callers.insert(Arc::from(name), limits);
         }
@@ -171,50 +179,76 @@ impl<C: Clock + Clone> RateLimits<C> {
         now: SystemTime,
     ) -> Result<Option<RateInfo>, RateLimited> {
         let cost = NonZeroU32::new(cost.max(1)).expect("max(1) is non-zero");
+        let Some(limits) = caller.and_then(|name| self.callers.get(name)) else {
+            self.take_global(cost)?;
+            return Ok(None);
+        };
+        // A poisoned lock only means another request panicked mid-check; the count is usable.
+        let mut used = limits.used.lock().unwrap_or_else(|e| e.into_inner());
         let mut info = None;
-        if let Some(limits) = caller.and_then(|name| self.callers.get(name)) {
-            if let Some(bucket) = &limits.bucket {
-                info = Some(self.take(
-                    bucket,
-                    cost,
-                    limits.plan.rate,
-                    limits.plan.burst,
-                    Scope::Caller,
-                )?);
-            }
-            if let (Some(quota), Some(per_day)) = (&limits.quota, limits.plan.quota_per_day) {
-                let quota_info = take_quota(quota, per_day, u64::from(cost.get()), now)?;
-                if info.is_none_or(|i: RateInfo| quota_info.remaining < i.remaining) {
-                    info = Some(quota_info);
-                }
+        // Checked here, charged below once the global limit has admitted the request.
+        if let Some(bucket) = &limits.bucket {
+            info = Some(self.take(
+                bucket.check_n(cost),
+                cost,
+                limits.plan.rate,
+                limits.plan.burst,
+                Scope::Caller,
+            )?);
+        }
+        if let Some(per_day) = limits.plan.quota_per_day {
+            let quota_info = check_quota(&mut used, per_day, u64::from(cost.get()), now)?;
+            if info.is_none_or(|i: RateInfo| quota_info.remaining < i.remaining) {
+                info = Some(quota_info);
             }
         }
-        if let Some((bucket, rps, burst)) = &self.global {
-            self.take(bucket, cost, *rps, *burst, Scope::Global)?;
+        self.take_global(cost)?;
+        if let Some(bucket) = &limits.bucket {
+            bucket.commit();
+        }
+        if limits.plan.quota_per_day.is_some() {
+            used.used += u64::from(cost.get());
         }
         Ok(info)
     }
 
+    fn take_global(&self, cost: NonZeroU32) -> Result<(), RateLimited> {
+        if let Some((bucket, rps, burst)) = &self.global {
+            self.take(bucket.check_n(cost), cost, *rps, *burst, Scope::Global)?;
+        }
+        Ok(())
+    }
+
     /// Waits until the global limit admits `cost` tokens (for the stream consumer, which must
-    /// slow down rather than be turned away).
+    /// slow down rather than be turned away). A cost over the global burst, which the bucket can
+    /// never admit at once, is taken a burst at a time.
     pub async fn wait_global(&self, cost: u32) {
-        let Some((bucket, ..)) = &self.global else {
+        let Some((bucket, _, burst)) = &self.global else {
             return;
         };
-        let cost = NonZeroU32::new(cost.max(1)).expect("max(1) is non-zero");
-        loop {
-            match bucket.check_n(cost) {
-                Ok(Ok(_)) | Err(_) => return,
-                Ok(Err(not_until)) => {
-                    tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+        let burst = (*burst).max(1);
+        let mut left = cost.max(1);
+        while left > 0 {
+            let piece = left.min(burst);
+            let n = NonZeroU32::new(piece).expect("piece >= 1");
+            loop {
+                match bucket.check_n(n) {
+                    Ok(Ok(_)) => break,
+                    Ok(Err(not_until)) => {
+                        tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+                    }
+                    // Cannot happen (no piece is over the burst), and waiting would not help.
+                    Err(_) => return,
                 }
             }
+            left -= piece;
         }
     }
 
+    /// A bucket's answer to `check_n(cost)` as the caller's limit state, or why it refused.
     fn take(
         &self,
-        bucket: &Bucket<C>,
+        checked: CheckN<C>,
         cost: NonZeroU32,
         rate: u32,
         burst: u32,
@@ -225,7 +259,7 @@ impl<C: Clock + Clone> RateLimits<C> {
             let missing = limit.saturating_sub(remaining);
             missing.div_ceil(u64::from(rate.max(1)))
         };
-        match bucket.check_n(cost) {
+        match checked {
             Ok(Ok(snapshot)) => {
                 let remaining = u64::from(snapshot.remaining_burst_capacity());
                 Ok(RateInfo {
@@ -277,10 +311,20 @@ fn scope_name(scope: Scope) -> &'static str {
     }
 }
 
-fn bucket<C: Clock + Clone>(rate: u32, burst: u32, clock: &C) -> Option<Bucket<C>> {
+/// What `check_n` answers on a bucket with `StateInformationMiddleware`.
+type CheckN<C> = Result<
+    Result<governor::middleware::StateSnapshot, governor::NotUntil<<C as Clock>::Instant>>,
+    governor::InsufficientCapacity,
+>;
+
+fn quota(rate: u32, burst: u32) -> Option<Quota> {
     let rate = NonZeroU32::new(rate)?;
     let burst = NonZeroU32::new(burst).unwrap_or(rate);
-    let quota = Quota::per_second(rate).allow_burst(burst);
+    Some(Quota::per_second(rate).allow_burst(burst))
+}
+
+fn bucket<C: Clock + Clone>(rate: u32, burst: u32, clock: &C) -> Option<Bucket<C>> {
+    let quota = quota(rate, burst)?;
     Some(RateLimiter::direct_with_clock(quota, clock.clone()).with_middleware())
 }
 
@@ -295,8 +339,11 @@ fn ceil_secs(d: Duration) -> u64 {
 
 const DAY_SECS: u64 = 86_400;
 
-fn take_quota(
-    quota: &Mutex<DayCount>,
+/// Whether `cost` more transactions fit in today's quota, and the quota's state once they are
+/// counted; nothing is counted here (the caller adds `cost` to `count.used` once the request is
+/// admitted).
+fn check_quota(
+    count: &mut DayCount,
     per_day: u64,
     cost: u64,
     now: SystemTime,
@@ -304,8 +351,6 @@ fn take_quota(
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let day = secs / DAY_SECS;
     let reset_secs = DAY_SECS - secs % DAY_SECS;
-    // A poisoned lock only means another request panicked mid-update; the count is still usable.
-    let mut count = quota.lock().unwrap_or_else(|e| e.into_inner());
     if count.day != day {
         *count = DayCount { day, used: 0 };
     }
@@ -323,10 +368,9 @@ fn take_quota(
             ),
         });
     }
-    count.used += cost;
     Ok(RateInfo {
         limit: per_day,
-        remaining: per_day - count.used,
+        remaining: per_day - count.used - cost,
         reset_secs,
     })
 }

@@ -1,13 +1,20 @@
 //! The scoring pipeline every entry point shares: admit -> queue -> batcher -> model.
 //!
-//! Admission is a semaphore of `max_queue_rows` permits, one per queued row, so the queue is
-//! bounded without the batcher having to count: REST callers `try` (a full queue answers 503 at
-//! once), stream consumers wait (the stream absorbs the back-pressure).
+//! Admission is `max_queue_rows` permits, one per queued row, so the queue is bounded without the
+//! batcher having to count: REST callers `try` (a full queue answers 503 at once), stream
+//! consumers wait (the stream absorbs the back-pressure).
+//!
+//! The permits are in two semaphores: a share of the queue ([`HTTP_RESERVED_PERCENT`]) is reserved
+//! for callers that `try`, and waiting callers only ever take from the rest. A semaphore hands
+//! released permits to its waiters first, so with a single one a stream waiting for a chunk's
+//! worth of room would take every row's place as it came free and HTTP would get 503 for as long
+//! as the stream had a backlog. With the reserve a stream backlog never sheds REST: HTTP takes
+//! from the shared part while it has room and from the reserved part when the stream has it all.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
@@ -19,6 +26,10 @@ pub mod batcher;
 pub mod queue;
 
 use queue::Entry;
+
+/// The percentage of `max_queue_rows` (rounded down) that waiting callers (the stream) can never
+/// take, so that HTTP callers always find room behind a stream backlog.
+pub const HTTP_RESERVED_PERCENT: usize = 25;
 
 /// A score and what produced it.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,8 +82,13 @@ pub struct Pipeline {
 struct Inner {
     /// Unbounded because the semaphore already bounds what can be in it.
     entries: mpsc::UnboundedSender<Entry>,
-    permits: Arc<Semaphore>,
+    /// Places every caller may take: `max_queue_rows - reserved`.
+    shared: Arc<Semaphore>,
+    /// Places only `Admit::TryNow` callers take, when the shared ones are gone.
+    reserved: Arc<Semaphore>,
     max_queue_rows: usize,
+    /// The shared places: the most rows a waiting caller can ever hold.
+    max_wait_rows: usize,
     deadline: Duration,
     model: Arc<dyn Model>,
 }
@@ -97,11 +113,15 @@ impl Pipeline {
             Arc::clone(&model),
             batcher::BatcherConfig::from(config),
         ));
+        let max_queue_rows = config.max_queue_rows;
+        let reserved = http_reserved_rows(max_queue_rows);
         Self {
             inner: Arc::new(Inner {
                 entries,
-                permits: Arc::new(Semaphore::new(config.max_queue_rows)),
-                max_queue_rows: config.max_queue_rows,
+                shared: Arc::new(Semaphore::new(max_queue_rows - reserved)),
+                reserved: Arc::new(Semaphore::new(reserved)),
+                max_queue_rows,
+                max_wait_rows: max_queue_rows - reserved,
                 deadline: Duration::from_millis(config.deadline_ms),
                 model,
             }),
@@ -114,12 +134,19 @@ impl Pipeline {
 
     /// Rows admitted and not yet answered.
     pub fn queued_rows(&self) -> usize {
-        self.inner.max_queue_rows - self.inner.permits.available_permits()
+        let inner = &*self.inner;
+        inner.max_queue_rows - inner.shared.available_permits() - inner.reserved.available_permits()
     }
 
     /// The most rows that can wait at once: no single call may ask for more.
     pub fn max_queue_rows(&self) -> usize {
         self.inner.max_queue_rows
+    }
+
+    /// The most rows an `Admit::Wait` call may ask for: the queue less the share reserved for
+    /// `Admit::TryNow` callers.
+    pub fn max_wait_rows(&self) -> usize {
+        self.inner.max_wait_rows
     }
 
     pub fn deadline(&self) -> Duration {
@@ -128,7 +155,8 @@ impl Pipeline {
 
     /// Scores rows, each within the pipeline's deadline. Admission is all or nothing: either
     /// every row is queued or the call fails with `Overloaded`. Each row then gets its own
-    /// outcome, in order.
+    /// outcome, in order. `Admit::TryNow` may use the whole queue; `Admit::Wait` only the part
+    /// not reserved for `TryNow` (at most [`Pipeline::max_wait_rows`] rows).
     pub async fn score(
         &self,
         rows: &[FeatureRow],
@@ -146,17 +174,24 @@ impl Pipeline {
             }
         };
         let count = u32::try_from(n).map_err(|_| overloaded())?;
-        if n > inner.max_queue_rows {
+        let fits = match admit {
+            Admit::TryNow => inner.max_queue_rows,
+            Admit::Wait => inner.max_wait_rows,
+        };
+        if n > fits {
             return Err(overloaded());
         }
-        let mut permit = match admit {
-            Admit::TryNow => Arc::clone(&inner.permits)
-                .try_acquire_many_owned(count)
-                .map_err(|_| overloaded())?,
-            Admit::Wait => Arc::clone(&inner.permits)
-                .acquire_many_owned(count)
-                .await
-                .map_err(|_| ScoreError::ShuttingDown)?,
+        let mut places = match admit {
+            Admit::TryNow => inner.try_admit(count).ok_or_else(overloaded)?,
+            Admit::Wait => Places {
+                shared: Some(
+                    Arc::clone(&inner.shared)
+                        .acquire_many_owned(count)
+                        .await
+                        .map_err(|_| ScoreError::ShuttingDown)?,
+                ),
+                reserved: None,
+            },
         };
 
         let queued_at = Instant::now();
@@ -169,7 +204,7 @@ impl Pipeline {
                 reply,
                 queued_at,
                 deadline,
-                permit: permit.split(1),
+                permit: places.take_one(),
             };
             if inner.entries.send(entry).is_err() {
                 return Err(ScoreError::ShuttingDown);
@@ -193,6 +228,52 @@ impl Pipeline {
             out.push(outcome);
         }
         Ok(out)
+    }
+}
+
+/// The rows of a queue of `max_queue_rows` reserved for `Admit::TryNow` (never all of them: a
+/// waiting caller always has room for at least one row).
+fn http_reserved_rows(max_queue_rows: usize) -> usize {
+    max_queue_rows * HTTP_RESERVED_PERCENT / 100
+}
+
+impl Inner {
+    /// `count` places at once, or `None`: shared places first, the reserved ones for the rest.
+    fn try_admit(&self, count: u32) -> Option<Places> {
+        let available = u32::try_from(self.shared.available_permits()).unwrap_or(u32::MAX);
+        let from_shared = count.min(available);
+        // Another caller may take them first: then the reserved places must hold all of them.
+        let shared = (from_shared > 0)
+            .then(|| {
+                Arc::clone(&self.shared)
+                    .try_acquire_many_owned(from_shared)
+                    .ok()
+            })
+            .flatten();
+        let rest = count - shared.as_ref().map_or(0, |p| p.num_permits() as u32);
+        let reserved = if rest > 0 {
+            Some(
+                Arc::clone(&self.reserved)
+                    .try_acquire_many_owned(rest)
+                    .ok()?,
+            )
+        } else {
+            None
+        };
+        Some(Places { shared, reserved })
+    }
+}
+
+/// The places one call was admitted with, handed out one per row.
+struct Places {
+    shared: Option<OwnedSemaphorePermit>,
+    reserved: Option<OwnedSemaphorePermit>,
+}
+
+impl Places {
+    fn take_one(&mut self) -> Option<OwnedSemaphorePermit> {
+        let one = |p: &mut Option<OwnedSemaphorePermit>| p.as_mut().and_then(|p| p.split(1));
+        one(&mut self.shared).or_else(|| one(&mut self.reserved))
     }
 }
 

@@ -303,3 +303,53 @@ async fn the_batcher_drains_and_ends_when_the_last_handle_is_dropped() {
         .await
         .expect("the batching task ends");
 }
+
+#[tokio::test]
+async fn a_stream_backlog_never_sheds_http() {
+    let (model, gate) = FakeModel::gated();
+    let (pipeline, _tasks) = start(Arc::clone(&model), &config(64, 1));
+    // A stream with more rows than the queue holds: chunks of 25 rows waiting for room.
+    let stream: Vec<_> = (0..5)
+        .map(|i| {
+            let p = pipeline.clone();
+            tokio::spawn(async move { p.score(&[row(i as f32); 25], Admit::Wait).await })
+        })
+        .collect();
+    until("the stream has filled the queue", || {
+        pipeline.queued_rows() >= 75
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        stream.iter().any(|s| !s.is_finished()),
+        "a stream caller is waiting for room"
+    );
+
+    let stream_rows = pipeline.queued_rows();
+    let http = tokio::spawn({
+        let p = pipeline.clone();
+        async move { p.score(&[row(99.0)], Admit::TryNow).await }
+    });
+    until("the HTTP row is admitted or shed", || {
+        http.is_finished() || pipeline.queued_rows() > stream_rows
+    })
+    .await;
+    if http.is_finished() {
+        let shed = http.await.unwrap();
+        panic!("an HTTP row was turned away behind the stream: {shed:?}");
+    }
+    assert_eq!(
+        pipeline.queued_rows(),
+        76,
+        "the stream took at most its share of the queue, HTTP the reserved room"
+    );
+    gate.add_permits(1000);
+    assert_eq!(scores(http.await.unwrap().unwrap()), [0.99]);
+    for s in stream {
+        assert_eq!(
+            s.await.unwrap().unwrap().len(),
+            25,
+            "the stream is slowed, not shed"
+        );
+    }
+}

@@ -160,3 +160,67 @@ async fn the_stream_waits_for_global_tokens_instead_of_failing() {
         .await
         .expect("a token comes back within a millisecond");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_chunk_over_the_global_burst_is_paced_in_bursts() {
+    let (limits, clock) = limits(vec![], 10, 10);
+    let wait = limits.wait_global(25);
+    tokio::pin!(wait);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), &mut wait)
+            .await
+            .is_err(),
+        "25 tokens at 10 per second (burst 10) are not there at once"
+    );
+    assert!(
+        limits.check(None, 1, noon()).is_err(),
+        "the first burst went to the stream"
+    );
+    clock.advance(Duration::from_secs(1));
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), &mut wait)
+            .await
+            .is_err(),
+        "the second burst is taken, the last 5 tokens are not back yet"
+    );
+    clock.advance(Duration::from_millis(500));
+    tokio::time::timeout(Duration::from_secs(10), &mut wait)
+        .await
+        .expect("25 tokens are there after 1.5 s");
+    assert!(
+        limits.check(None, 1, noon()).is_err(),
+        "the stream spent all 25"
+    );
+}
+
+#[test]
+fn a_request_the_global_limit_refuses_costs_the_caller_nothing() {
+    let (limits, clock) = limits(
+        vec![
+            key("a", 1, 5, None),
+            key("q", 0, 0, Some(5)),
+            key("b", 100, 100, None),
+        ],
+        1,
+        2,
+    );
+    assert!(limits.check(Some("b"), 2, noon()).is_ok());
+    for caller in ["a", "q"] {
+        for _ in 0..3 {
+            let refused = limits.check(Some(caller), 1, noon()).unwrap_err();
+            assert_eq!(refused.scope, Scope::Global);
+        }
+    }
+    clock.advance(Duration::from_secs(2));
+    let a = limits.check(Some("a"), 2, noon()).unwrap().unwrap();
+    assert_eq!(
+        a.remaining, 3,
+        "the refused requests took none of a's tokens"
+    );
+    clock.advance(Duration::from_secs(2));
+    let q = limits.check(Some("q"), 2, noon()).unwrap().unwrap();
+    assert_eq!(
+        q.remaining, 3,
+        "the refused requests used none of q's daily quota"
+    );
+}

@@ -148,3 +148,35 @@ async fn an_open_breaker_does_not_run_the_call() {
     assert_eq!(skipped, None);
     assert!(!ran, "the call is not polled while the breaker is open");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_trial_counts_as_a_failure_and_the_breaker_half_opens_again() {
+    let breaker = Breaker::new(1, Duration::from_secs(10));
+    let failed: Option<Result<(), &str>> = breaker.call(async { Err("down") }).await;
+    assert_eq!(failed, Some(Err("down")));
+    tokio::time::advance(Duration::from_secs(10)).await;
+
+    // The trial call goes out, then its caller gives up (a timeout, a client that hung up).
+    let trial = breaker.call(std::future::pending::<Result<(), &str>>());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), trial)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        breaker.state(),
+        BreakerState::Open,
+        "an abandoned trial re-opens"
+    );
+    let early = breaker.call(async { Ok::<(), &str>(()) }).await;
+    assert_eq!(early, None, "still cooling down");
+
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let next = breaker.call(async { Ok::<(), &str>(()) }).await;
+    assert_eq!(
+        next,
+        Some(Ok(())),
+        "the next cool-down ends with a new trial"
+    );
+    assert_eq!(breaker.state(), BreakerState::Closed);
+}
