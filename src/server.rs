@@ -11,11 +11,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
@@ -28,6 +28,8 @@ use crate::api;
 use crate::config::{Config, HttpConfig};
 use crate::error::{ApiError, ErrorKind};
 use crate::state::AppState;
+
+mod connection;
 
 /// Accepts connections until `stop`, then lets open connections finish their requests (at most
 /// `http.shutdown_grace_ms`). Our own loop rather than `axum::serve`, because that one sets no
@@ -44,8 +46,17 @@ pub(crate) async fn serve_connections(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(http.header_read_timeout_ms));
-    builder.http2().timer(TokioTimer::new());
-    let connections = GracefulShutdown::new();
+    // Keep-alive PINGs notice a peer that has gone even while its requests wait; connections
+    // with no request in progress are closed by the watch in `connection`.
+    let ping = (Duration::from_millis(http.idle_timeout_ms) / 2).max(Duration::from_millis(1));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(http.max_concurrent_streams)
+        .keep_alive_interval(ping)
+        .keep_alive_timeout(ping);
+    let limits = connection::Limits::new(http);
+    let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(http.max_connections));
     let open = metrics::gauge!("infergate_http_connections");
     // Under a sustained flood the limit is reached again with every closed connection: say so
@@ -85,15 +96,19 @@ pub(crate) async fn serve_connections(
             () = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let connection = builder
+        let activity = connection::Activity::new();
+        let service = connection::Tracked::new(
+            TowerToHyperService::new(router.clone()),
+            Arc::clone(&activity),
+        );
+        let served = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        let connection = connections.watch(connection);
+        let served = connection::drive(served, activity, limits, stop.clone());
         let open = open.clone();
         open.increment(1.0);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
+        connections.spawn(async move {
+            if let Err(e) = served.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             open.decrement(1.0);
@@ -101,15 +116,16 @@ pub(crate) async fn serve_connections(
         });
     }
     drop(listener);
+    connections.close();
     let grace = Duration::from_millis(http.shutdown_grace_ms);
-    tokio::select! {
-        () = connections.shutdown() => {}
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "in-flight requests outlived the shutdown grace period; closing them"
-            );
-        }
+    if tokio::time::timeout(grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "in-flight requests outlived the shutdown grace period; closing them"
+        );
     }
     Ok(())
 }

@@ -406,13 +406,22 @@ pub struct HttpConfig {
     /// Longest graceful shutdown waits for in-flight requests before closing them.
     pub shutdown_grace_ms: u64,
     /// Longest a connection may take to send a request's headers, counted from when it is
-    /// ready for a request: this stops slow-loris clients and also closes idle keep-alive
-    /// connections.
+    /// ready for a request: this stops slow-loris clients. HTTP/1 starts this clock whenever
+    /// a connection waits for its next request, so it also closes idle HTTP/1 keep-alive
+    /// connections; an HTTP/2 connection must send its first request's headers within it.
     pub header_read_timeout_ms: u64,
+    /// Longest a connection may stay open with no request in progress (HTTP/1 and HTTP/2;
+    /// HTTP/2 connections get a GOAWAY). HTTP/2 connections are also sent a keep-alive PING
+    /// every half of this and closed when one is not answered within another half, so a peer
+    /// that has gone is noticed even while its requests wait.
+    pub idle_timeout_ms: u64,
     /// Most connections open at once; further clients wait in the listen backlog until one
     /// closes. Each open connection holds about 20 KB (more while its request waits), so this
     /// bounds the memory a flood of connections can take.
     pub max_connections: usize,
+    /// Most requests (streams) in progress at once on one HTTP/2 connection; more are refused
+    /// until one ends.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for HttpConfig {
@@ -421,7 +430,9 @@ impl Default for HttpConfig {
             request_timeout_ms: 0,
             shutdown_grace_ms: 30_000,
             header_read_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
             max_connections: 4096,
+            max_concurrent_streams: 100,
         }
     }
 }
