@@ -31,15 +31,22 @@ use crate::state::AppState;
 
 mod connection;
 
-/// Accepts connections until `stop`, then lets open connections finish their requests (at most
-/// `http.shutdown_grace_ms`). Our own loop rather than `axum::serve`, because that one sets no
-/// timer, so a client could take forever to send its headers (slow loris) or hold an idle
-/// connection open, and it has no bound on open connections.
+/// How long connections may take to send the 503s of the rows the pipeline gave up at the end
+/// of the shutdown grace period, before they are closed regardless.
+const ABANDON_WAIT: Duration = Duration::from_millis(300);
+
+/// Accepts connections until `stop`, then lets open connections finish their requests until
+/// `grace_over` (which the gateway fires `http.shutdown_grace_ms` after `stop`, when the
+/// pipeline answers the rows it holds 503): what is still open shortly after is closed. Our
+/// own loop rather than `axum::serve`, because that one sets no timer, so a client could take
+/// forever to send its headers (slow loris) or hold an idle connection open, and it has no
+/// bound on open connections.
 pub(crate) async fn serve_connections(
     listener: TcpListener,
     router: Router,
     http: &HttpConfig,
     stop: CancellationToken,
+    grace_over: CancellationToken,
 ) -> std::io::Result<()> {
     let mut builder = ConnBuilder::new(TokioExecutor::new());
     builder
@@ -57,6 +64,7 @@ pub(crate) async fn serve_connections(
         .keep_alive_timeout(ping);
     let limits = connection::Limits::new(http);
     let connections = TaskTracker::new();
+    let kill = CancellationToken::new();
     let slots = Arc::new(Semaphore::new(http.max_connections));
     let open = metrics::gauge!("infergate_http_connections");
     // Under a sustained flood the limit is reached again with every closed connection: say so
@@ -104,7 +112,7 @@ pub(crate) async fn serve_connections(
         let served = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        let served = connection::drive(served, activity, limits, stop.clone());
+        let served = connection::drive(served, activity, limits, stop.clone(), kill.clone());
         let open = open.clone();
         open.increment(1.0);
         connections.spawn(async move {
@@ -117,15 +125,21 @@ pub(crate) async fn serve_connections(
     }
     drop(listener);
     connections.close();
-    let grace = Duration::from_millis(http.shutdown_grace_ms);
-    if tokio::time::timeout(grace, connections.wait())
+    tokio::select! {
+        () = connections.wait() => return Ok(()),
+        () = grace_over.cancelled() => {}
+    }
+    tracing::warn!(
+        grace_ms = http.shutdown_grace_ms,
+        "in-flight requests outlived the shutdown grace period; answering them 503 and \
+         closing their connections"
+    );
+    if tokio::time::timeout(ABANDON_WAIT, connections.wait())
         .await
         .is_err()
     {
-        tracing::warn!(
-            grace_ms = grace.as_millis() as u64,
-            "in-flight requests outlived the shutdown grace period; closing them"
-        );
+        kill.cancel();
+        connections.wait().await;
     }
     Ok(())
 }

@@ -1,14 +1,18 @@
 //! Connection handling over raw sockets: HTTP/2 connections that send nothing, or too little,
-//! are closed and give their slot back; the HTTP/2 stream limit is advertised.
+//! are closed and give their slot back; the HTTP/2 stream limit is advertised; and connections
+//! still open when the shutdown grace period ends are closed.
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::spawn_app;
+use common::{TestModel, assert_problem, spawn_app, spawn_app_with, transaction};
 use infergate::Config;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const SETTINGS: u8 = 0x4;
@@ -182,4 +186,69 @@ async fn h2_connections_advertise_the_stream_limit() {
         .map(|p| u32::from_be_bytes([p[2], p[3], p[4], p[5]]));
     assert_eq!(max_streams, Some(7), "SETTINGS_MAX_CONCURRENT_STREAMS");
     app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_still_open_after_the_shutdown_grace_are_closed() {
+    let gate = Arc::new(Semaphore::new(0));
+    let model = Arc::new(TestModel {
+        gate: Some(Arc::clone(&gate)),
+        ..TestModel::labelled("grace")
+    });
+    let mut config = Config::default();
+    config.http.shutdown_grace_ms = 500;
+    // One model call at a time: the second request's row waits in the queue.
+    config.batching.max_concurrent_batches = 1;
+    let mut app = spawn_app_with(config, Arc::clone(&model) as _).await;
+
+    let score = |id: &'static str| {
+        let client = app.client.clone();
+        let url = app.url("/v1/transactions/score");
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&transaction(id, json!({})))
+                .send()
+                .await
+        })
+    };
+    // One request is in a model call that never returns, another is queued behind it...
+    let in_model = score("tx-in-model");
+    for _ in 0..200 {
+        if model.calls() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(model.calls(), 1, "the first request reached the model");
+    let queued = score("tx-queued");
+    // ...and a client is halfway through its headers.
+    let mut slow = TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"POST /v1/transactions/score HTTP/1.1\r\nhost: test\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let started = Instant::now();
+    let stopping = app.begin_stop();
+    let limit = Duration::from_millis(500 + 1_000);
+    tokio::time::timeout(limit, stopping)
+        .await
+        .unwrap_or_else(|_| panic!("serve did not return within {limit:?} of the shutdown"))
+        .unwrap()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(450),
+        "serve returned after {took:?}, before the grace ended"
+    );
+
+    for request in [in_model, queued] {
+        let response = request.await.unwrap().expect("an answer, not a reset");
+        assert_problem(response, 503, "shutting_down").await;
+    }
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_millis(500), slow.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the half-sent request's connection is closed");
+    assert_eq!(model.calls(), 1, "the queued row never reached the model");
 }

@@ -403,7 +403,9 @@ impl Default for LimitsConfig {
 pub struct HttpConfig {
     /// Longest a request may take end to end, past the scoring deadline (0 = deadline + 5 s).
     pub request_timeout_ms: u64,
-    /// Longest graceful shutdown waits for in-flight requests before closing them.
+    /// Longest graceful shutdown waits for in-flight requests. Past it, the rows still queued
+    /// or in a model call are answered 503 `shutting_down`, and the connections left are
+    /// closed (at most about half a second later).
     pub shutdown_grace_ms: u64,
     /// Longest a connection may take to send a request's headers, counted from when it is
     /// ready for a request: this stops slow-loris clients. HTTP/1 starts this clock whenever

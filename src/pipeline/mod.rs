@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::BatchingConfig;
@@ -75,6 +76,8 @@ struct Inner {
     max_queue_rows: usize,
     deadline: Duration,
     model: Arc<dyn Model>,
+    /// Cancelled when the gateway stops waiting for scores (see [`Pipeline::abandon_token`]).
+    abandon: CancellationToken,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -92,10 +95,12 @@ impl Pipeline {
     /// queue is drained.
     pub fn start(model: Arc<dyn Model>, config: &BatchingConfig, tracker: &TaskTracker) -> Self {
         let (entries, rx) = mpsc::unbounded_channel();
+        let abandon = CancellationToken::new();
         tracker.spawn(batcher::batching_task(
             rx,
             Arc::clone(&model),
             batcher::BatcherConfig::from(config),
+            abandon.clone(),
         ));
         Self {
             inner: Arc::new(Inner {
@@ -104,8 +109,16 @@ impl Pipeline {
                 max_queue_rows: config.max_queue_rows,
                 deadline: Duration::from_millis(config.deadline_ms),
                 model,
+                abandon,
             }),
         }
+    }
+
+    /// Cancelling this token gives up on scoring: every row queued or in a model call, and
+    /// every row queued from then on, is answered `ShuttingDown` at once (the model calls in
+    /// flight are dropped). Shutdown does so at the end of its grace period.
+    pub fn abandon_token(&self) -> CancellationToken {
+        self.inner.abandon.clone()
     }
 
     pub fn model(&self) -> &Arc<dyn Model> {

@@ -1,5 +1,6 @@
 //! One connection's life: its requests counted while they are in progress, the connection
-//! closed when it has had none for too long, and closed gracefully when the server stops.
+//! closed when it has had none for too long, and closed when the server stops: gracefully
+//! first, then for real.
 //!
 //! hyper times only HTTP/1 header reads; an HTTP/2 connection that sends its preface and then
 //! nothing would otherwise hold its slot forever. The watch here covers both protocols.
@@ -182,12 +183,14 @@ impl<B: Body> Body for TrackedBody<B> {
 
 /// Serves `connection` to its end. It is asked to close (HTTP/2: GOAWAY) when it has had no
 /// request in progress for its limit, or when `stop` fires; once asked, it is dropped if it
-/// is still open with no request in progress [`CLOSE_LINGER`] later.
+/// is still open with no request in progress [`CLOSE_LINGER`] later. `kill` drops it whatever
+/// it is doing.
 pub(super) async fn drive<C: GracefulConnection>(
     connection: C,
     activity: Arc<Activity>,
     limits: Limits,
     stop: CancellationToken,
+    kill: CancellationToken,
 ) -> Result<(), C::Error> {
     tokio::pin!(connection);
     let mut closing_since: Option<Instant> = None;
@@ -196,6 +199,10 @@ pub(super) async fn drive<C: GracefulConnection>(
     loop {
         tokio::select! {
             result = connection.as_mut() => return result,
+            () = kill.cancelled() => {
+                tracing::debug!("connection closed at the end of the shutdown grace period");
+                return Ok(());
+            }
             () = stop.cancelled(), if closing_since.is_none() => {
                 let now = Instant::now();
                 closing_since = Some(now);
