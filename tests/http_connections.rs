@@ -17,7 +17,9 @@ use tokio::sync::Semaphore;
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const SETTINGS: u8 = 0x4;
 const HEADERS: u8 = 0x1;
+const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
+const ACK: u8 = 0x1;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 
@@ -51,6 +53,7 @@ async fn h2_client(app: &common::TestApp) -> TcpStream {
 
 struct Frame {
     kind: u8,
+    flags: u8,
     stream: u32,
     payload: Vec<u8>,
 }
@@ -64,6 +67,7 @@ async fn read_frame(stream: &mut TcpStream) -> Option<Frame> {
     stream.read_exact(&mut payload).await.ok()?;
     Some(Frame {
         kind: head[3],
+        flags: head[4],
         stream: u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff,
         payload,
     })
@@ -157,13 +161,30 @@ async fn an_h2_connection_left_idle_after_a_request_is_closed() {
         .expect("the request is answered");
     assert_eq!(block.first(), Some(&0x88), "status 200");
 
+    // The client answers the server's keep-alive PINGs, so what closes the connection is
+    // its having no request in progress.
     let idle_since = Instant::now();
-    frames_until_closed(&mut client, Duration::from_secs(5), "the idle connection").await;
+    let mut kinds = Vec::new();
+    let until_closed = async {
+        while let Some(frame) = read_frame(&mut client).await {
+            kinds.push(frame.kind);
+            if frame.kind == PING && frame.flags & ACK == 0 {
+                let pong = self::frame(PING, ACK, 0, &frame.payload);
+                if client.write_all(&pong).await.is_err() {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), until_closed)
+        .await
+        .expect("the idle connection is closed");
     let idle = idle_since.elapsed();
     assert!(
         idle >= Duration::from_millis(300),
         "closed after only {idle:?} idle"
     );
+    assert!(kinds.contains(&GOAWAY), "told to go away: {kinds:?}");
     app.stop().await.unwrap();
 }
 
