@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -91,8 +92,10 @@ impl Gateway {
         app(self.state.clone(), &self.config)
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
-    /// (at most `http.shutdown_grace_ms`), and drains the queue before returning.
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish,
+    /// and drains the queue before returning. All of that gets `http.shutdown_grace_ms`: then
+    /// the rows still queued or in a model call are answered 503 `shutting_down` and the
+    /// connections left are closed, so that it returns shortly after.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -106,15 +109,22 @@ impl Gateway {
             consumer,
         } = self;
         let stop = CancellationToken::new();
+        // Fired when the grace period is over: the pipeline answers what it holds 503
+        // (`shutting_down`), and the server closes the connections still open.
+        let grace_over = state.scoring.pipeline().abandon_token();
+        let grace = Duration::from_millis(config.http.shutdown_grace_ms);
         let health = state.health.clone();
         let trigger = stop.clone();
-        tokio::spawn(async move {
+        let timer = grace_over.clone();
+        let signal = tokio::spawn(async move {
             shutdown.await;
             health.begin_shutdown();
             trigger.cancel();
+            tokio::time::sleep(grace).await;
+            timer.cancel();
         });
         let consumer = consumer.map(|c| tokio::spawn(c.run(stop.clone())));
-        let result = serve_connections(listener, router, &config.http, stop).await;
+        let result = serve_connections(listener, router, &config.http, stop, grace_over).await;
         // The consumer finishes its pages in hand and checkpoints them; it needs the pipeline
         // until then.
         if let Some(consumer) = consumer
@@ -127,6 +137,7 @@ impl Gateway {
         drop(state);
         tasks.close();
         tasks.wait().await;
+        signal.abort();
         tracing::info!("stopped");
         result
     }

@@ -119,7 +119,9 @@ impl Scoring {
     }
 
     /// Scores a stream page: in chunks the queue can hold, each waiting for the global limit
-    /// and then for room in the queue (a stream slows down; it is never shed).
+    /// and then for room in the queue (a stream slows down; it is never shed). A row given up
+    /// by shutdown fails the whole page with `ShuttingDown`, so that the page is neither
+    /// written nor checkpointed, and is read again after a restart.
     pub async fn paced(
         &self,
         mut items: Vec<(String, FeatureRow)>,
@@ -129,7 +131,14 @@ impl Scoring {
         while !items.is_empty() {
             let part: Vec<_> = items.drain(..chunk.min(items.len())).collect();
             self.rate_limits.wait_global(part.len() as u32).await;
-            outcomes.extend(self.many(part, false, Admit::Wait).await?);
+            let part = self.many(part, false, Admit::Wait).await?;
+            if part
+                .iter()
+                .any(|o| matches!(o, Err(ScoreError::ShuttingDown)))
+            {
+                return Err(ScoreError::ShuttingDown);
+            }
+            outcomes.extend(part);
         }
         Ok(outcomes)
     }

@@ -11,11 +11,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
@@ -32,23 +32,42 @@ use bodies::{BodyLimits, problems_only, read_body};
 
 mod bodies;
 
-/// Accepts connections until `stop`, then lets open connections finish their requests (at most
-/// `http.shutdown_grace_ms`). Our own loop rather than `axum::serve`, because that one sets no
-/// timer, so a client could take forever to send its headers (slow loris) or hold an idle
-/// connection open, and it has no bound on open connections.
+mod connection;
+
+/// How long connections may take to send the 503s of the rows the pipeline gave up at the end
+/// of the shutdown grace period, before they are closed regardless.
+const ABANDON_WAIT: Duration = Duration::from_millis(300);
+
+/// Accepts connections until `stop`, then lets open connections finish their requests until
+/// `grace_over` (which the gateway fires `http.shutdown_grace_ms` after `stop`, when the
+/// pipeline answers the rows it holds 503): what is still open shortly after is closed. Our
+/// own loop rather than `axum::serve`, because that one sets no timer, so a client could take
+/// forever to send its headers (slow loris) or hold an idle connection open, and it has no
+/// bound on open connections.
 pub(crate) async fn serve_connections(
     listener: TcpListener,
     router: Router,
     http: &HttpConfig,
     stop: CancellationToken,
+    grace_over: CancellationToken,
 ) -> std::io::Result<()> {
     let mut builder = ConnBuilder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(http.header_read_timeout_ms));
-    builder.http2().timer(TokioTimer::new());
-    let connections = GracefulShutdown::new();
+    // Keep-alive PINGs notice a peer that has gone even while its requests wait; connections
+    // with no request in progress are closed by the watch in `connection`.
+    let ping = (Duration::from_millis(http.idle_timeout_ms) / 2).max(Duration::from_millis(1));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(http.max_concurrent_streams)
+        .keep_alive_interval(ping)
+        .keep_alive_timeout(ping);
+    let limits = connection::Limits::new(http);
+    let connections = TaskTracker::new();
+    let kill = CancellationToken::new();
     let slots = Arc::new(Semaphore::new(http.max_connections));
     let open = metrics::gauge!("infergate_http_connections");
     // Under a sustained flood the limit is reached again with every closed connection: say so
@@ -88,15 +107,19 @@ pub(crate) async fn serve_connections(
             () = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let connection = builder
+        let activity = connection::Activity::new();
+        let service = connection::Tracked::new(
+            TowerToHyperService::new(router.clone()),
+            Arc::clone(&activity),
+        );
+        let served = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        let connection = connections.watch(connection);
+        let served = connection::drive(served, activity, limits, stop.clone(), kill.clone());
         let open = open.clone();
         open.increment(1.0);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
+        connections.spawn(async move {
+            if let Err(e) = served.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             open.decrement(1.0);
@@ -104,15 +127,22 @@ pub(crate) async fn serve_connections(
         });
     }
     drop(listener);
-    let grace = Duration::from_millis(http.shutdown_grace_ms);
+    connections.close();
     tokio::select! {
-        () = connections.shutdown() => {}
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "in-flight requests outlived the shutdown grace period; closing them"
-            );
-        }
+        () = connections.wait() => return Ok(()),
+        () = grace_over.cancelled() => {}
+    }
+    tracing::warn!(
+        grace_ms = http.shutdown_grace_ms,
+        "in-flight requests outlived the shutdown grace period; answering them 503 and \
+         closing their connections"
+    );
+    if tokio::time::timeout(ABANDON_WAIT, connections.wait())
+        .await
+        .is_err()
+    {
+        kill.cancel();
+        connections.wait().await;
     }
     Ok(())
 }

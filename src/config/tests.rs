@@ -93,7 +93,7 @@ fn every_bad_value_is_reported_with_its_key() {
          [batching]\nmax_batch_size = 0\n\
          [model]\nreview_threshold = 0.95\ndecline_threshold = 0.9\n\
          [limits]\nbody_limit = 5\n\
-         [http]\nmax_connections = 0\n",
+         [http]\nmax_connections = 0\nidle_timeout_ms = 0\nmax_concurrent_streams = 0\n",
     );
     let err = Config::from_sources(&args(&["--config", file.0.to_str().unwrap()]), []).unwrap_err();
     let all = err.to_string();
@@ -103,10 +103,12 @@ fn every_bad_value_is_reported_with_its_key() {
         "`batching.max_batch_size` must be from 1",
         "`model.review_threshold` (0.95) must be <= `model.decline_threshold` (0.9)",
         "`http.max_connections` must be > 0",
+        "`http.idle_timeout_ms` must be > 0",
+        "`http.max_concurrent_streams` must be > 0",
     ] {
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }
-    assert_eq!(err.0.len(), 5, "{all}");
+    assert_eq!(err.0.len(), 7, "{all}");
 }
 
 #[test]

@@ -95,14 +95,20 @@ impl Config {
                 _ => {}
             }
         }
-        if self.http.header_read_timeout_ms == 0 {
-            errors.push("`http.header_read_timeout_ms` must be > 0".to_owned());
-        }
-        if self.http.body_read_timeout_ms == 0 {
-            errors.push("`http.body_read_timeout_ms` must be > 0".to_owned());
-        }
-        if self.http.max_connections == 0 {
-            errors.push("`http.max_connections` must be > 0".to_owned());
+        let h = &self.http;
+        for (key, value) in [
+            ("http.header_read_timeout_ms", h.header_read_timeout_ms),
+            ("http.idle_timeout_ms", h.idle_timeout_ms),
+            ("http.body_read_timeout_ms", h.body_read_timeout_ms),
+            ("http.max_connections", h.max_connections as u64),
+            (
+                "http.max_concurrent_streams",
+                u64::from(h.max_concurrent_streams),
+            ),
+        ] {
+            if value == 0 {
+                errors.push(format!("`{key}` must be > 0"));
+            }
         }
         let l = &self.limits;
         if l.body_limit_bytes < 1024 {

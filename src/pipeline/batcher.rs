@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::queue::{Entry, NextBatch, State};
 use super::{ModelScore, ScoreError};
@@ -58,26 +59,38 @@ impl BatchMetrics {
 }
 
 /// Runs until the entry channel closes, then drains: every queued row is scored (or answered)
-/// and every batch in flight finishes before it returns.
+/// and every batch in flight finishes before it returns. Once `abandon` is cancelled, every
+/// row queued, in a model call or queued later is answered `ShuttingDown` instead.
 pub async fn batching_task(
     mut entries: mpsc::UnboundedReceiver<Entry>,
     model: Arc<dyn Model>,
     config: BatcherConfig,
+    abandon: CancellationToken,
 ) {
     let mut state = State::new(config.max_batch_size, config.max_queue_delay);
     let batch_metrics = Arc::new(BatchMetrics::new(model.as_ref()));
     let queue_rows = metrics::gauge!("infergate_queue_rows");
     let mut in_flight = JoinSet::new();
     let mut closed = false;
+    let mut abandoned = false;
     loop {
         let mut wake_at = None;
-        while in_flight.len() < config.max_concurrent_batches.max(1) {
+        abandoned |= abandon.is_cancelled();
+        if abandoned {
+            let n = state.abandon();
+            if n > 0 {
+                metrics::counter!("infergate_rows_skipped_total", "reason" => "shutting_down")
+                    .increment(n);
+            }
+        }
+        while !abandoned && in_flight.len() < config.max_concurrent_batches.max(1) {
             match state.next_batch(Instant::now(), closed) {
                 NextBatch::Ready(batch) => {
                     in_flight.spawn(run_batch(
                         Arc::clone(&model),
                         batch,
                         Arc::clone(&batch_metrics),
+                        abandon.clone(),
                     ));
                 }
                 NextBatch::WaitUntil(t) => {
@@ -120,6 +133,7 @@ pub async fn batching_task(
                 None => closed = true,
             },
             () = sleep_until(wake_at), if wake_at.is_some() => {}
+            () = abandon.cancelled(), if !abandoned => abandoned = true,
         }
     }
 }
@@ -131,7 +145,12 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-async fn run_batch(model: Arc<dyn Model>, batch: Vec<Entry>, m: Arc<BatchMetrics>) {
+async fn run_batch(
+    model: Arc<dyn Model>,
+    batch: Vec<Entry>,
+    m: Arc<BatchMetrics>,
+    abandon: CancellationToken,
+) {
     let started = Instant::now();
     for entry in &batch {
         m.queue_duration
@@ -145,7 +164,18 @@ async fn run_batch(model: Arc<dyn Model>, batch: Vec<Entry>, m: Arc<BatchMetrics
         .map(|e| e.deadline)
         .min()
         .expect("a batch is never empty. This is a bug.");
-    let result = model.predict(&rows, deadline).await;
+    let result = tokio::select! {
+        biased;
+        () = abandon.cancelled() => {
+            metrics::counter!("infergate_rows_skipped_total", "reason" => "shutting_down")
+                .increment(batch.len() as u64);
+            for entry in batch {
+                let _ = entry.reply.send(Err(ScoreError::ShuttingDown));
+            }
+            return;
+        }
+        result = model.predict(&rows, deadline) => result,
+    };
     m.model_duration.record(started.elapsed().as_secs_f64());
     let outcome = match result {
         Ok(answer) if answer.scores.len() == rows.len() => Ok(answer),

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::BatchingConfig;
@@ -91,6 +92,8 @@ struct Inner {
     max_wait_rows: usize,
     deadline: Duration,
     model: Arc<dyn Model>,
+    /// Cancelled when the gateway stops waiting for scores (see [`Pipeline::abandon_token`]).
+    abandon: CancellationToken,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -108,10 +111,12 @@ impl Pipeline {
     /// queue is drained.
     pub fn start(model: Arc<dyn Model>, config: &BatchingConfig, tracker: &TaskTracker) -> Self {
         let (entries, rx) = mpsc::unbounded_channel();
+        let abandon = CancellationToken::new();
         tracker.spawn(batcher::batching_task(
             rx,
             Arc::clone(&model),
             batcher::BatcherConfig::from(config),
+            abandon.clone(),
         ));
         let max_queue_rows = config.max_queue_rows;
         let reserved = http_reserved_rows(max_queue_rows);
@@ -124,8 +129,16 @@ impl Pipeline {
                 max_wait_rows: max_queue_rows - reserved,
                 deadline: Duration::from_millis(config.deadline_ms),
                 model,
+                abandon,
             }),
         }
+    }
+
+    /// Cancelling this token gives up on scoring: every row queued or in a model call, and
+    /// every row queued from then on, is answered `ShuttingDown` at once (the model calls in
+    /// flight are dropped). Shutdown does so at the end of its grace period.
+    pub fn abandon_token(&self) -> CancellationToken {
+        self.inner.abandon.clone()
     }
 
     pub fn model(&self) -> &Arc<dyn Model> {

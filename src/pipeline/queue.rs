@@ -71,6 +71,15 @@ impl State {
         self.entries.is_empty()
     }
 
+    /// Answers every queued row `ShuttingDown` and empties the queue; returns how many.
+    pub fn abandon(&mut self) -> u64 {
+        let n = self.entries.len() as u64;
+        for entry in self.entries.drain(..) {
+            let _ = entry.reply.send(Err(ScoreError::ShuttingDown));
+        }
+        n
+    }
+
     /// Takes and resets the counts of skipped rows.
     pub fn take_skipped(&mut self) -> Skipped {
         std::mem::take(&mut self.skipped)

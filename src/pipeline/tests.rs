@@ -353,3 +353,44 @@ async fn a_stream_backlog_never_sheds_http() {
         );
     }
 }
+
+#[tokio::test]
+async fn abandoning_answers_queued_and_in_flight_rows_and_ends_the_batcher() {
+    let (model, _gate) = FakeModel::gated();
+    let (pipeline, tasks) = start(Arc::clone(&model), &config(1, 1));
+    let call = |tag: f32| {
+        let p = pipeline.clone();
+        tokio::spawn(async move { p.score(&[row(tag)], Admit::TryNow).await })
+    };
+    // One row in a model call that never returns, one queued behind it.
+    let in_model = call(1.0);
+    until("the first row is at the model", || {
+        model.batch_sizes() == [1]
+    })
+    .await;
+    let queued = call(2.0);
+    until("the second row is queued", || pipeline.queued_rows() == 2).await;
+
+    pipeline.abandon_token().cancel();
+    for caller in [in_model, queued] {
+        let outcomes = caller.await.unwrap().unwrap();
+        assert!(
+            matches!(outcomes[..], [Err(ScoreError::ShuttingDown)]),
+            "{outcomes:?}"
+        );
+    }
+    // Rows queued from now on are answered at once, without the model.
+    let late = pipeline.score(&[row(3.0)], Admit::Wait).await.unwrap();
+    assert!(
+        matches!(late[..], [Err(ScoreError::ShuttingDown)]),
+        "{late:?}"
+    );
+    assert_eq!(model.batch_sizes(), [1], "the model saw only the first row");
+    assert_eq!(pipeline.queued_rows(), 0, "permits come back");
+
+    drop(pipeline);
+    tasks.close();
+    tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .expect("the batcher ends although its model call never returned");
+}

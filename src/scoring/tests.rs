@@ -153,6 +153,19 @@ async fn paced_scores_a_page_larger_than_the_queue_in_chunks() {
 }
 
 #[tokio::test]
+async fn paced_fails_a_page_whose_rows_shutdown_gave_up() {
+    let (scoring, model) = scoring(100);
+    scoring.pipeline().abandon_token().cancel();
+    let items: Vec<_> = (0..3).map(|i| item(&format!("t{i}"), i as f32)).collect();
+    let page = scoring.paced(items).await;
+    assert!(
+        matches!(page, Err(ScoreError::ShuttingDown)),
+        "a page cut off is not written as dead letters: {page:?}"
+    );
+    assert!(rows_scored(&model).is_empty());
+}
+
+#[tokio::test]
 async fn raw_is_none_for_a_model_that_only_scores_rows() {
     let (scoring, _) = scoring(10);
     let request = RawRequest {
