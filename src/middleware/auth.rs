@@ -179,18 +179,33 @@ impl Auth {
     /// Authenticates a request. SigV4 needs the whole body, so the body is read (within the
     /// body limit) and put back.
     pub async fn authenticate(&self, request: Request) -> Result<(Request, Caller), ApiError> {
-        if let Some(key) = request.headers().get("x-api-key") {
+        let headers = request.headers();
+        let mut keys = headers.get_all("x-api-key").iter();
+        if let Some(key) = keys.next() {
+            // Ambiguous credentials are refused rather than resolved one way or the other.
+            if keys.next().is_some() {
+                return Err(unauthorized("send one `x-api-key` header, not several"));
+            }
+            if headers.contains_key(header::AUTHORIZATION) {
+                return Err(unauthorized(
+                    "send an `x-api-key` or an `Authorization` header, not both",
+                ));
+            }
             return match self.api_key_caller(key.as_bytes()) {
                 Some(caller) => Ok((request, caller.clone())),
                 None => Err(unauthorized("the API key is not valid")),
             };
         }
-        let signed = request
-            .headers()
+        let signed = headers
             .get(header::AUTHORIZATION)
             .is_some_and(|v| v.as_bytes().starts_with(b"AWS4-"));
         if signed {
             let Some(verifier) = &self.sigv4 else {
+                // The AWS SDKs and CLI always sign: on a gateway without credentials, a
+                // signature proves nothing and refuses nothing.
+                if self.is_open() {
+                    return Ok((request, Caller::anonymous()));
+                }
                 return Err(unauthorized("SigV4 signatures are not accepted here"));
             };
             let (parts, body) = request.into_parts();

@@ -99,6 +99,43 @@ async fn without_credentials_everyone_is_anonymous() {
     let (_, caller) = auth.authenticate(request(&[])).await.unwrap();
     assert!(caller.is_anonymous());
     assert!(!caller.may_bypass_cache());
+    // The AWS SDKs always sign; with nothing to check a signature against, it is anonymous.
+    let (_, caller) = auth
+        .authenticate(request(&[("authorization", SIGNED)]))
+        .await
+        .unwrap();
+    assert!(caller.is_anonymous());
+}
+
+/// A SigV4 `Authorization` header (its signature is never checked in these tests).
+const SIGNED: &str = "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/execute-api/aws4_request, SignedHeaders=host, Signature=00";
+
+#[tokio::test]
+async fn ambiguous_credentials_are_401() {
+    let auth = auth_with(vec![api_key("a", Some(sha256_hex("right")), None)], &[]).unwrap();
+    let mut twice = request(&[("x-api-key", "right")]);
+    twice
+        .headers_mut()
+        .append("x-api-key", "other".parse().unwrap());
+    let err = auth.authenticate(twice).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unauthorized);
+    assert!(err.detail.contains("one `x-api-key`"), "{}", err.detail);
+    let beside = request(&[
+        ("x-api-key", "right"),
+        ("authorization", "AWS4-HMAC-SHA256 oops"),
+    ]);
+    let err = auth.authenticate(beside).await.unwrap_err();
+    assert_eq!(
+        err.kind,
+        ErrorKind::Unauthorized,
+        "a valid key beside a signature"
+    );
+    // The valid key alone still passes.
+    assert!(
+        auth.authenticate(request(&[("x-api-key", "right")]))
+            .await
+            .is_ok()
+    );
 }
 
 #[test]
