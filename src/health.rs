@@ -11,10 +11,43 @@ use tokio::time::Instant;
 use crate::model::Model;
 
 /// What the consumer last reported of one shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardStatus {
     /// When its reader last got an answer from `GetRecords` (records or not).
     pub last_read: Instant,
+    /// Set while the page in hand cannot be scored (a model outage: its rows are being
+    /// scored again), with the reason.
+    pub scoring_failure: Option<String>,
+}
+
+impl ShardStatus {
+    fn new() -> Self {
+        Self {
+            last_read: Instant::now(),
+            scoring_failure: None,
+        }
+    }
+}
+
+/// A shard that keeps the gateway from being ready, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardProblem {
+    pub shard_id: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ShardProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.shard_id, self.reason)
+    }
+}
+
+fn list(problems: &[ShardProblem]) -> String {
+    problems
+        .iter()
+        .map(ShardProblem::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Why the gateway should not get traffic now.
@@ -24,6 +57,9 @@ pub enum NotReady {
     ShuttingDown,
     #[error("the stream consumer cannot read its stream")]
     Stream,
+    /// Shards that make no progress, each with its reason.
+    #[error("stream shards make no progress: {}", list(.0))]
+    Shards(Vec<ShardProblem>),
     #[error("the model is not ready")]
     Model,
 }
@@ -46,6 +82,14 @@ struct StreamStatus {
     /// with the reason; cleared by the next successful call.
     failing: Option<String>,
     shards: BTreeMap<String, ShardStatus>,
+}
+
+impl StreamStatus {
+    fn shard(&mut self, shard_id: &str) -> &mut ShardStatus {
+        self.shards
+            .entry(shard_id.to_owned())
+            .or_insert_with(ShardStatus::new)
+    }
 }
 
 impl std::fmt::Debug for Health {
@@ -76,6 +120,10 @@ impl Health {
         }
         if self.stream().failing.is_some() {
             return Err(NotReady::Stream);
+        }
+        let problems = self.shard_problems();
+        if !problems.is_empty() {
+            return Err(NotReady::Shards(problems));
         }
         if !self.model.ready() {
             return Err(NotReady::Model);
@@ -111,15 +159,36 @@ impl Health {
     pub fn shard_read(&self, shard_id: &str) {
         let mut stream = self.stream();
         stream.failing = None;
-        let status = ShardStatus {
-            last_read: Instant::now(),
-        };
-        match stream.shards.get_mut(shard_id) {
-            Some(known) => *known = status,
-            None => {
-                stream.shards.insert(shard_id.to_owned(), status);
-            }
+        stream.shard(shard_id).last_read = Instant::now();
+    }
+
+    /// The page in hand of `shard_id` cannot be scored, for `reason`: the shard is held until
+    /// it is, and the gateway is not ready meanwhile.
+    pub fn shard_scoring_failed(&self, shard_id: &str, reason: impl Into<String>) {
+        self.stream().shard(shard_id).scoring_failure = Some(reason.into());
+    }
+
+    /// The page in hand of `shard_id` is scored.
+    pub fn shard_scored(&self, shard_id: &str) {
+        if let Some(status) = self.stream().shards.get_mut(shard_id) {
+            status.scoring_failure = None;
         }
+    }
+
+    /// The shards that keep the gateway from being ready, in shard order.
+    pub fn shard_problems(&self) -> Vec<ShardProblem> {
+        let stream = self.stream();
+        stream
+            .shards
+            .iter()
+            .filter_map(|(shard_id, status)| {
+                let failure = status.scoring_failure.as_ref()?;
+                Some(ShardProblem {
+                    shard_id: shard_id.clone(),
+                    reason: format!("scoring fails, the page is scored again: {failure}"),
+                })
+            })
+            .collect()
     }
 
     /// `shard_id` has no reader any more (it ended, or the consumer stopped).

@@ -5,6 +5,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
@@ -13,6 +14,7 @@ use common::peers::Kinesalite;
 use common::{TestApp, serve, transaction};
 use infergate::config::{CheckpointConfig, InitialPosition, KinesisConfig, SinkConfig};
 use infergate::gateway::Clients;
+use infergate::model::Model;
 use infergate::{Config, Gateway};
 use serde_json::{Value, json};
 
@@ -748,4 +750,45 @@ async fn an_expired_iterator_is_renewed_from_the_checkpoint() {
     );
     assert_eq!(scored.len(), 300);
     assert!(expired.is_some_and(|n| n >= 2.0), "{expired:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_outage_holds_the_shard_and_every_record_ends_scored() {
+    let kinesalite = Kinesalite::start().await;
+    let client = kinesalite.client();
+    create_stream(&client, "outage", 1).await;
+
+    let dirs = Dirs::new("outage");
+    let config = config("outage", &kinesalite, &dirs, 100);
+    // The first calls fail as a model outage would: the rows are scored again, never
+    // dead-lettered, and nothing is checkpointed past them meanwhile.
+    let model = Arc::new(common::TestModel::labelled("outage"));
+    *model.fail_first.lock().unwrap() = 3;
+    let auth = infergate::middleware::auth::Auth::from_config(&config, |_| None).unwrap();
+    let gateway = Gateway::with_model(&config, Arc::clone(&model) as Arc<dyn Model>, auth)
+        .with_consumer(kinesalite.client())
+        .expect("the consumer starts");
+    let app = serve(gateway).await;
+    put(&client, "outage", &transactions("m", 300)).await;
+
+    let scored = wait_for_lines(&dirs.scored(), 300, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = app.get("/health/ready").await.status();
+    app.stop().await.unwrap();
+
+    assert!(model.calls() > 3, "the failed rows were scored again");
+    let dead = lines(&dirs.dead());
+    assert!(
+        dead.is_empty(),
+        "a model outage dead-letters nothing: {dead:?}"
+    );
+    let ids: HashSet<&str> = scored
+        .iter()
+        .map(|l| l["transaction_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 300, "every record scored");
+    assert_eq!(scored.len(), 300, "once");
+    let seqs: Vec<(usize, String)> = scored.iter().map(seq_key).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in shard order");
+    assert_eq!(ready, 200, "ready again once the model answers");
 }

@@ -53,3 +53,27 @@ async fn shards_are_tracked_until_their_reader_is_done() {
     health.shard_done("shard-a");
     assert_eq!(health.shards().keys().collect::<Vec<_>>(), ["shard-b"]);
 }
+
+#[test]
+fn a_shard_held_by_a_model_outage_makes_the_gateway_unready_naming_it() {
+    let health = health();
+    health.shard_read("shardId-000000000001");
+    health.shard_scoring_failed("shardId-000000000001", "model_error: endpoint down");
+    let Err(NotReady::Shards(problems)) = health.readiness() else {
+        panic!("{:?}", health.readiness());
+    };
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].shard_id, "shardId-000000000001");
+    let detail = NotReady::Shards(problems).to_string();
+    assert!(
+        detail.contains("shardId-000000000001") && detail.contains("endpoint down"),
+        "{detail}"
+    );
+    health.shard_read("shardId-000000000001");
+    assert!(
+        health.readiness().is_err(),
+        "a read does not clear it: the page in hand is still unscored"
+    );
+    health.shard_scored("shardId-000000000001");
+    assert_eq!(health.readiness(), Ok(()));
+}

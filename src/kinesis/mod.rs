@@ -4,12 +4,14 @@
 //! A discovery loop lists the shards (again every `shard_discovery_ms`, and whenever a shard
 //! ends) and runs one reader per shard, a child only once its parents have ended. A reader polls
 //! `GetRecords`, de-aggregates KPL records, scores the transactions (waiting for pipeline room,
-//! never shedding), writes results and dead letters in shard order, and only then checkpoints:
-//! at-least-once, no gap. A reader that fails is started again from its checkpoint.
+//! never shedding, and through a model outage scoring failed rows again), writes results and
+//! dead letters in shard order, and only then checkpoints: at-least-once, no gap. A reader that
+//! fails is started again from its checkpoint.
 
 pub mod checkpoint;
 pub mod kpl;
 pub mod page;
+pub mod retry;
 mod shard;
 pub mod sink;
 
@@ -41,8 +43,6 @@ pub enum KinesisError {
         operation: &'static str,
         message: String,
     },
-    #[error("the gateway is shutting down")]
-    ShuttingDown,
 }
 
 /// The SDK client for the stream (see [`crate::aws`]). Throughput errors are retried by the

@@ -11,8 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::Checkpoint;
 use super::page::Page;
+use super::retry;
 use super::{Consumer, KinesisError, aws_error};
 use crate::config::InitialPosition;
+use crate::pipeline::ScoreError;
 
 impl Consumer {
     /// An iterator after the checkpoint, or at the initial position.
@@ -128,8 +130,11 @@ impl Consumer {
             }
             let records = out.records();
             if !records.is_empty() {
-                // Not raced against `stop`: a page in hand is finished and checkpointed.
-                self.process(&shard_id, records).await?;
+                // Not raced against `stop`: a page in hand is finished and checkpointed, unless
+                // its scoring waits out a model outage when `stop` comes.
+                if !self.process(&shard_id, records, &stop).await? {
+                    return Ok(());
+                }
             }
             iterator = out.next_shard_iterator().map(str::to_owned);
             // Some emulators never close a finished shard's iterator: a closed shard that has
@@ -162,9 +167,15 @@ impl Consumer {
         Ok(())
     }
 
-    /// Scores one page of records, writes every result or dead letter in order, then
-    /// checkpoints the page.
-    async fn process(&self, shard_id: &str, records: &[Record]) -> Result<(), KinesisError> {
+    /// Scores one page of records (through a model outage: see [`super::retry`]), writes
+    /// every result or dead letter in order, then checkpoints the page. `false` when `stop`
+    /// came first: nothing of the page is written or checkpointed.
+    async fn process(
+        &self,
+        shard_id: &str,
+        records: &[Record],
+        stop: &CancellationToken,
+    ) -> Result<bool, KinesisError> {
         let labels = [("shard", shard_id.to_owned())];
         let page = Page::decode(records, OffsetDateTime::now_utc());
         for reason in &page.corrupt_aggregates {
@@ -175,12 +186,28 @@ impl Consumer {
             .increment(records.len() as u64);
         metrics::counter!("infergate_kinesis_bytes_total", &labels).increment(page.bytes as u64);
 
-        let outcomes = self
-            .scoring
-            .paced(page.items())
-            .await
-            .map_err(|_| KinesisError::ShuttingDown)?;
-        let lines = page.lines(shard_id, outcomes);
+        let failed = |rows: usize, error: &ScoreError| {
+            tracing::warn!(
+                shard = %shard_id, rows, error = %error,
+                "cannot score rows of the page; holding the shard and scoring them again"
+            );
+            metrics::counter!("infergate_kinesis_scoring_retries_total", &labels).increment(1);
+            self.health
+                .shard_scoring_failed(shard_id, format!("{}: {error}", error.code()));
+        };
+        let scored = retry::score_all(
+            &self.scoring,
+            page.items(),
+            retry::Backoff::default(),
+            stop,
+            failed,
+        )
+        .await;
+        self.health.shard_scored(shard_id);
+        let Ok(scores) = scored else {
+            return Ok(false);
+        };
+        let lines = page.lines(shard_id, scores);
         self.sink.write(&lines.scored).await?;
         self.dead_letters.write(&lines.dead_letters).await?;
         metrics::counter!("infergate_kinesis_dead_letters_total", &labels)
@@ -189,6 +216,6 @@ impl Consumer {
             self.checkpoints.save(shard_id, checkpoint)?;
         }
         metrics::counter!("infergate_kinesis_batches_total", &labels).increment(1);
-        Ok(())
+        Ok(true)
     }
 }
