@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -13,8 +14,11 @@ use crate::model::Model;
 /// What the consumer last reported of one shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardStatus {
-    /// When its reader last got an answer from `GetRecords` (records or not).
+    /// When its reader last got an answer from `GetRecords` (records or not) or checkpointed
+    /// a page; before either, when its first reader started.
     pub last_read: Instant,
+    /// Why its reader last failed, until it reads again.
+    pub last_error: Option<String>,
     /// Set while the page in hand cannot be scored (a model outage: its rows are being
     /// scored again), with the reason.
     pub scoring_failure: Option<String>,
@@ -24,6 +28,7 @@ impl ShardStatus {
     fn new() -> Self {
         Self {
             last_read: Instant::now(),
+            last_error: None,
             scoring_failure: None,
         }
     }
@@ -82,9 +87,18 @@ struct StreamStatus {
     /// with the reason; cleared by the next successful call.
     failing: Option<String>,
     shards: BTreeMap<String, ShardStatus>,
+    /// The consumer's stream, and how long a shard may go without reading before it stalls
+    /// (set when a consumer starts).
+    watch: Option<(String, Duration)>,
 }
 
 impl StreamStatus {
+    fn stalled(&self, status: &ShardStatus, now: Instant) -> bool {
+        self.watch
+            .as_ref()
+            .is_some_and(|(_, timeout)| now - status.last_read >= *timeout)
+    }
+
     fn shard(&mut self, shard_id: &str) -> &mut ShardStatus {
         self.shards
             .entry(shard_id.to_owned())
@@ -155,11 +169,30 @@ impl Health {
         self.stream().failing.clone()
     }
 
-    /// A reader got an answer from `GetRecords` for `shard_id`.
+    /// A consumer of `stream` starts: from now on a shard whose reader has not read for
+    /// `stall_timeout` makes the gateway unready.
+    pub fn watch_shards(&self, stream: &str, stall_timeout: Duration) {
+        self.stream().watch = Some((stream.to_owned(), stall_timeout));
+    }
+
+    /// A reader starts for `shard_id`. The first start begins its stall clock; a restart after
+    /// a failure does not reset it.
+    pub fn shard_started(&self, shard_id: &str) {
+        self.stream().shard(shard_id);
+    }
+
+    /// The reader of `shard_id` failed, for `reason` (it is started again).
+    pub fn shard_failed(&self, shard_id: &str, reason: impl Into<String>) {
+        self.stream().shard(shard_id).last_error = Some(reason.into());
+    }
+
+    /// A reader got an answer from `GetRecords` for `shard_id`, or checkpointed a page.
     pub fn shard_read(&self, shard_id: &str) {
         let mut stream = self.stream();
         stream.failing = None;
-        stream.shard(shard_id).last_read = Instant::now();
+        let status = stream.shard(shard_id);
+        status.last_read = Instant::now();
+        status.last_error = None;
     }
 
     /// The page in hand of `shard_id` cannot be scored, for `reason`: the shard is held until
@@ -175,20 +208,55 @@ impl Health {
         }
     }
 
-    /// The shards that keep the gateway from being ready, in shard order.
+    /// The shards that keep the gateway from being ready, in shard order: those whose page in
+    /// hand cannot be scored, and those stalled (not read for the stall timeout).
     pub fn shard_problems(&self) -> Vec<ShardProblem> {
         let stream = self.stream();
+        let now = Instant::now();
         stream
             .shards
             .iter()
             .filter_map(|(shard_id, status)| {
-                let failure = status.scoring_failure.as_ref()?;
+                let reason = if let Some(failure) = &status.scoring_failure {
+                    format!("scoring fails, the page in hand is scored again: {failure}")
+                } else if stream.stalled(status, now) {
+                    let stalled = format!(
+                        "stalled: no GetRecords answer for {:.1} s",
+                        (now - status.last_read).as_secs_f64()
+                    );
+                    match &status.last_error {
+                        Some(error) => format!("{stalled}; last error: {error}"),
+                        None => format!("{stalled}; no error reported"),
+                    }
+                } else {
+                    return None;
+                };
                 Some(ShardProblem {
                     shard_id: shard_id.clone(),
-                    reason: format!("scoring fails, the page is scored again: {failure}"),
+                    reason,
                 })
             })
             .collect()
+    }
+
+    /// How many shards are stalled (not read for the stall timeout).
+    pub fn stalled_shards(&self) -> usize {
+        let stream = self.stream();
+        let now = Instant::now();
+        stream
+            .shards
+            .values()
+            .filter(|status| stream.stalled(status, now))
+            .count()
+    }
+
+    /// Sets `infergate_kinesis_shards_stalled` for the consumer's stream, if there is one.
+    pub fn record_stalled_shards(&self) {
+        let stream = self.stream().watch.as_ref().map(|(name, _)| name.clone());
+        if let Some(stream) = stream {
+            metrics::gauge!("infergate_kinesis_shards_stalled", "stream" => stream)
+                .set(self.stalled_shards() as f64);
+        }
     }
 
     /// `shard_id` has no reader any more (it ended, or the consumer stopped).

@@ -55,6 +55,8 @@ fn config(stream: &str, kinesalite: &Kinesalite, dirs: &Dirs, max_records: i32) 
             poll_interval_ms: 50,
             max_records,
             shard_discovery_ms: 500,
+            stall_timeout_ms: 30_000,
+            reset_invalid_checkpoints: false,
             checkpoint: CheckpointConfig::File {
                 dir: dirs.root.join("checkpoints"),
             },
@@ -791,4 +793,82 @@ async fn a_model_outage_holds_the_shard_and_every_record_ends_scored() {
     let seqs: Vec<(usize, String)> = scored.iter().map(seq_key).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in shard order");
     assert_eq!(ready, 200, "ready again once the model answers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_checkpoint_makes_the_shard_unready_until_reset_to_the_initial_position() {
+    let kinesalite = Kinesalite::start().await;
+    let client = kinesalite.client();
+    create_stream(&client, "rejected", 1).await;
+    put(&client, "rejected", &transactions("j", 50)).await;
+
+    // A checkpoint from another stream (or before this one was deleted and recreated).
+    let dirs = Dirs::new("rejected");
+    let checkpoints = dirs.root.join("checkpoints");
+    std::fs::create_dir_all(&checkpoints).unwrap();
+    let shard = "shardId-000000000000";
+    std::fs::write(
+        checkpoints.join("rejected.json"),
+        json!({shard: {"sequence_number": "49590338271490256608559692538361571095921575989136588898",
+            "sub_sequence_number": null, "ended": false}})
+        .to_string(),
+    )
+    .unwrap();
+    let mut config = config("rejected", &kinesalite, &dirs, 100);
+    config.kinesis.as_mut().unwrap().stall_timeout_ms = 1_500;
+
+    let app = start(&config, &kinesalite).await;
+    let started = std::time::Instant::now();
+    let response = loop {
+        let response = app.get("/health/ready").await;
+        if response.status() == 503 {
+            break response;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "readiness never failed for the stalled shard"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let stalled_after = started.elapsed();
+    let problem = common::assert_problem(response, 503, "model_unavailable").await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains(shard), "{detail}");
+    assert!(detail.contains("InvalidArgumentException"), "{detail}");
+    assert!(
+        detail.contains("reset_invalid_checkpoints"),
+        "the way out: {detail}"
+    );
+    let stalled = common::metric(
+        &app,
+        "infergate_kinesis_shards_stalled{stream=\"rejected\"}",
+    )
+    .await;
+    app.stop().await.unwrap();
+    assert!(
+        stalled_after >= Duration::from_millis(1_000),
+        "not before the stall timeout: {stalled_after:?}"
+    );
+    assert_eq!(stalled, Some(1.0));
+    assert!(
+        lines(&dirs.scored()).is_empty(),
+        "nothing read past a rejected checkpoint"
+    );
+
+    // The operator's way out: the shard starts again from the initial position.
+    config.kinesis.as_mut().unwrap().reset_invalid_checkpoints = true;
+    let app = start(&config, &kinesalite).await;
+    let scored = wait_for_lines(&dirs.scored(), 50, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = app.get("/health/ready").await.status();
+    app.stop().await.unwrap();
+    assert_eq!(scored.len(), 50, "every record, from TRIM_HORIZON");
+    assert_eq!(ready, 200);
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(checkpoints.join("rejected.json")).unwrap()).unwrap();
+    assert_eq!(
+        saved[shard]["sequence_number"],
+        scored.last().unwrap()["sequence_number"],
+        "checkpointed anew"
+    );
 }

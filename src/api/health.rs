@@ -64,6 +64,7 @@ fn health(state: &AppState, status: &str) -> Health {
         content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     state.scoring.record_cache_sizes();
+    state.health.record_stalled_shards();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::telemetry::prometheus().render(),
