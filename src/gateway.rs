@@ -57,22 +57,32 @@ impl Gateway {
         let auth = Auth::from_config(config, |name| std::env::var(name).ok())?;
         let model = model::build(config, clients.sagemaker).await?;
         tracing::info!(model = model.label(), "model ready");
-        let mut gateway = Self::with_model(config, model, auth);
-        if let Some(kinesis) = &config.kinesis {
-            let client = match clients.kinesis {
-                Some(client) => client,
-                None => crate::kinesis::client(kinesis).await,
-            };
-            let state = &gateway.state;
+        let gateway = Self::with_model(config, model, auth);
+        match &config.kinesis {
+            Some(kinesis) => {
+                let client = match clients.kinesis {
+                    Some(client) => client,
+                    None => crate::kinesis::client(kinesis).await,
+                };
+                gateway.with_consumer(client)
+            }
+            None => Ok(gateway),
+        }
+    }
+
+    /// Adds the stream consumer of the `[kinesis]` section, reading with `client` (tests put
+    /// one in front of a custom model); without that section, the gateway as it is.
+    pub fn with_consumer(mut self, client: aws_sdk_kinesis::Client) -> Result<Self, StartError> {
+        if let Some(kinesis) = &self.config.kinesis {
             let consumer = Consumer::new(
                 client,
                 kinesis.clone(),
-                state.scoring.clone(),
-                state.health.clone(),
+                self.state.scoring.clone(),
+                self.state.health.clone(),
             )?;
-            gateway.consumer = Some(Arc::new(consumer));
+            self.consumer = Some(Arc::new(consumer));
         }
-        Ok(gateway)
+        Ok(self)
     }
 
     /// A gateway in front of any model (tests use slow or failing ones).

@@ -5,6 +5,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
@@ -13,6 +14,7 @@ use common::peers::Kinesalite;
 use common::{TestApp, serve, transaction};
 use infergate::config::{CheckpointConfig, InitialPosition, KinesisConfig, SinkConfig};
 use infergate::gateway::Clients;
+use infergate::model::Model;
 use infergate::{Config, Gateway};
 use serde_json::{Value, json};
 
@@ -53,6 +55,8 @@ fn config(stream: &str, kinesalite: &Kinesalite, dirs: &Dirs, max_records: i32) 
             poll_interval_ms: 50,
             max_records,
             shard_discovery_ms: 500,
+            stall_timeout_ms: 30_000,
+            reset_invalid_checkpoints: false,
             checkpoint: CheckpointConfig::File {
                 dir: dirs.root.join("checkpoints"),
             },
@@ -748,4 +752,123 @@ async fn an_expired_iterator_is_renewed_from_the_checkpoint() {
     );
     assert_eq!(scored.len(), 300);
     assert!(expired.is_some_and(|n| n >= 2.0), "{expired:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_outage_holds_the_shard_and_every_record_ends_scored() {
+    let kinesalite = Kinesalite::start().await;
+    let client = kinesalite.client();
+    create_stream(&client, "outage", 1).await;
+
+    let dirs = Dirs::new("outage");
+    let config = config("outage", &kinesalite, &dirs, 100);
+    // The first calls fail as a model outage would: the rows are scored again, never
+    // dead-lettered, and nothing is checkpointed past them meanwhile.
+    let model = Arc::new(common::TestModel::labelled("outage"));
+    *model.fail_first.lock().unwrap() = 3;
+    let auth = infergate::middleware::auth::Auth::from_config(&config, |_| None).unwrap();
+    let gateway = Gateway::with_model(&config, Arc::clone(&model) as Arc<dyn Model>, auth)
+        .with_consumer(kinesalite.client())
+        .expect("the consumer starts");
+    let app = serve(gateway).await;
+    put(&client, "outage", &transactions("m", 300)).await;
+
+    let scored = wait_for_lines(&dirs.scored(), 300, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = app.get("/health/ready").await.status();
+    app.stop().await.unwrap();
+
+    assert!(model.calls() > 3, "the failed rows were scored again");
+    let dead = lines(&dirs.dead());
+    assert!(
+        dead.is_empty(),
+        "a model outage dead-letters nothing: {dead:?}"
+    );
+    let ids: HashSet<&str> = scored
+        .iter()
+        .map(|l| l["transaction_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 300, "every record scored");
+    assert_eq!(scored.len(), 300, "once");
+    let seqs: Vec<(usize, String)> = scored.iter().map(seq_key).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in shard order");
+    assert_eq!(ready, 200, "ready again once the model answers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_checkpoint_makes_the_shard_unready_until_reset_to_the_initial_position() {
+    let kinesalite = Kinesalite::start().await;
+    let client = kinesalite.client();
+    create_stream(&client, "rejected", 1).await;
+    put(&client, "rejected", &transactions("j", 50)).await;
+
+    // A checkpoint from another stream (or before this one was deleted and recreated).
+    let dirs = Dirs::new("rejected");
+    let checkpoints = dirs.root.join("checkpoints");
+    std::fs::create_dir_all(&checkpoints).unwrap();
+    let shard = "shardId-000000000000";
+    std::fs::write(
+        checkpoints.join("rejected.json"),
+        json!({shard: {"sequence_number": "49590338271490256608559692538361571095921575989136588898",
+            "sub_sequence_number": null, "ended": false}})
+        .to_string(),
+    )
+    .unwrap();
+    let mut config = config("rejected", &kinesalite, &dirs, 100);
+    config.kinesis.as_mut().unwrap().stall_timeout_ms = 1_500;
+
+    let app = start(&config, &kinesalite).await;
+    let started = std::time::Instant::now();
+    let response = loop {
+        let response = app.get("/health/ready").await;
+        if response.status() == 503 {
+            break response;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "readiness never failed for the stalled shard"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let stalled_after = started.elapsed();
+    let problem = common::assert_problem(response, 503, "model_unavailable").await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains(shard), "{detail}");
+    assert!(detail.contains("InvalidArgumentException"), "{detail}");
+    assert!(
+        detail.contains("reset_invalid_checkpoints"),
+        "the way out: {detail}"
+    );
+    let stalled = common::metric(
+        &app,
+        "infergate_kinesis_shards_stalled{stream=\"rejected\"}",
+    )
+    .await;
+    app.stop().await.unwrap();
+    assert!(
+        stalled_after >= Duration::from_millis(1_000),
+        "not before the stall timeout: {stalled_after:?}"
+    );
+    assert_eq!(stalled, Some(1.0));
+    assert!(
+        lines(&dirs.scored()).is_empty(),
+        "nothing read past a rejected checkpoint"
+    );
+
+    // The operator's way out: the shard starts again from the initial position.
+    config.kinesis.as_mut().unwrap().reset_invalid_checkpoints = true;
+    let app = start(&config, &kinesalite).await;
+    let scored = wait_for_lines(&dirs.scored(), 50, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = app.get("/health/ready").await.status();
+    app.stop().await.unwrap();
+    assert_eq!(scored.len(), 50, "every record, from TRIM_HORIZON");
+    assert_eq!(ready, 200);
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(checkpoints.join("rejected.json")).unwrap()).unwrap();
+    assert_eq!(
+        saved[shard]["sequence_number"],
+        scored.last().unwrap()["sequence_number"],
+        "checkpointed anew"
+    );
 }

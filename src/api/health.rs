@@ -35,7 +35,7 @@ pub async fn live(State(state): State<Arc<AppState>>) -> Json<Health> {
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "Model not ready, or shutting down", body = Problem,
+        (status = 503, description = "Model not ready, stream shards not progressing, or shutting down", body = Problem,
             content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     ))]
@@ -43,7 +43,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Health>, A
     if let Err(reason) = state.health.readiness() {
         let kind = match reason {
             NotReady::ShuttingDown => ErrorKind::ShuttingDown,
-            NotReady::Stream | NotReady::Model => ErrorKind::ModelUnavailable,
+            NotReady::Stream | NotReady::Shards(_) | NotReady::Model => ErrorKind::ModelUnavailable,
         };
         return Err(ApiError::new(kind, reason.to_string()));
     }
@@ -64,6 +64,7 @@ fn health(state: &AppState, status: &str) -> Health {
         content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     state.scoring.record_cache_sizes();
+    state.health.record_stalled_shards();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::telemetry::prometheus().render(),

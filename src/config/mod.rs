@@ -91,6 +91,16 @@ pub struct KinesisConfig {
     /// How often the shard list is read again (new shards after a reshard).
     #[serde(default = "default_discovery_ms")]
     pub shard_discovery_ms: u64,
+    /// A shard whose reader has had no answer from `GetRecords` (and checkpointed no page) for
+    /// this long makes the gateway unready, naming the shard and its last error.
+    #[serde(default = "default_stall_timeout_ms")]
+    pub stall_timeout_ms: u64,
+    /// A checkpoint the stream rejects (`InvalidArgumentException` for its sequence number: the
+    /// stream was deleted and recreated, or the checkpoint is another stream's) is dropped, with
+    /// a warning, and the shard read again from `initial_position`. Off: the shard is not read,
+    /// and stalls (see `stall_timeout_ms`) until the operator decides.
+    #[serde(default)]
+    pub reset_invalid_checkpoints: bool,
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
     #[serde(default = "default_sink")]
@@ -109,6 +119,10 @@ fn default_max_records() -> i32 {
 
 fn default_discovery_ms() -> u64 {
     10_000
+}
+
+fn default_stall_timeout_ms() -> u64 {
+    30_000
 }
 
 fn default_sink() -> SinkConfig {

@@ -196,3 +196,32 @@ fn sagemaker_content_types_parse_as_their_media_types() {
         assert_eq!(codec.media_type(), text);
     }
 }
+
+#[test]
+fn kinesis_stall_timeout_and_checkpoint_reset_have_defaults_and_are_checked() {
+    let file = write_config("[kinesis]\nstream = \"tx\"\n");
+    let config = Config::from_sources(&args(&["--config", file.0.to_str().unwrap()]), []).unwrap();
+    let kinesis = config.kinesis.unwrap();
+    assert_eq!(kinesis.stall_timeout_ms, 30_000);
+    assert!(!kinesis.reset_invalid_checkpoints);
+
+    let file = write_config(
+        "[kinesis]\nstream = \"tx\"\nstall_timeout_ms = 500\nreset_invalid_checkpoints = true\n",
+    );
+    let err = Config::from_sources(&args(&["--config", file.0.to_str().unwrap()]), [])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "`kinesis.stall_timeout_ms` (500) must be > `kinesis.poll_interval_ms` (1000)"
+        ),
+        "{err}"
+    );
+    let env = [(
+        "INFERGATE_KINESIS__RESET_INVALID_CHECKPOINTS".to_owned(),
+        "true".to_owned(),
+    )];
+    let file = write_config("[kinesis]\nstream = \"tx\"\n");
+    let config = Config::from_sources(&args(&["--config", file.0.to_str().unwrap()]), env).unwrap();
+    assert!(config.kinesis.unwrap().reset_invalid_checkpoints);
+}

@@ -78,6 +78,13 @@ impl Config {
                     k.max_records
                 ));
             }
+            if k.stall_timeout_ms <= k.poll_interval_ms {
+                errors.push(format!(
+                    "`kinesis.stall_timeout_ms` ({}) must be > `kinesis.poll_interval_ms` ({}): \
+                     an idle shard is read once per poll",
+                    k.stall_timeout_ms, k.poll_interval_ms
+                ));
+            }
             match (k.initial_position, &k.initial_timestamp) {
                 (InitialPosition::AtTimestamp, None) => errors
                     .push("`kinesis.initial_timestamp` is required with `AT_TIMESTAMP`".to_owned()),

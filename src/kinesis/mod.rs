@@ -4,12 +4,14 @@
 //! A discovery loop lists the shards (again every `shard_discovery_ms`, and whenever a shard
 //! ends) and runs one reader per shard, a child only once its parents have ended. A reader polls
 //! `GetRecords`, de-aggregates KPL records, scores the transactions (waiting for pipeline room,
-//! never shedding), writes results and dead letters in shard order, and only then checkpoints:
-//! at-least-once, no gap. A reader that fails is started again from its checkpoint.
+//! never shedding, and through a model outage scoring failed rows again), writes results and
+//! dead letters in shard order, and only then checkpoints: at-least-once, no gap. A reader that
+//! fails is started again from its checkpoint.
 
 pub mod checkpoint;
 pub mod kpl;
 pub mod page;
+pub mod retry;
 mod shard;
 pub mod sink;
 
@@ -41,8 +43,17 @@ pub enum KinesisError {
         operation: &'static str,
         message: String,
     },
-    #[error("the gateway is shutting down")]
-    ShuttingDown,
+    #[error(
+        "the stream rejects the checkpoint of shard {shard_id} (sequence number \
+         {sequence_number}): {message}. Was the stream deleted and recreated, or is the \
+         checkpoint another stream's? To read the shard again from `initial_position`, set \
+         `kinesis.reset_invalid_checkpoints = true`"
+    )]
+    RejectedCheckpoint {
+        shard_id: String,
+        sequence_number: String,
+        message: String,
+    },
 }
 
 /// The SDK client for the stream (see [`crate::aws`]). Throughput errors are retried by the
@@ -96,6 +107,7 @@ impl Consumer {
         health: Health,
     ) -> Result<Self, KinesisError> {
         let stream = stream_name(&config.stream).to_owned();
+        health.watch_shards(&stream, Duration::from_millis(config.stall_timeout_ms));
         let checkpoints: Arc<dyn CheckpointStore> = match &config.checkpoint {
             CheckpointConfig::File { dir } => Arc::new(FileCheckpoints::open(dir, &stream)?),
         };
@@ -144,10 +156,13 @@ impl Consumer {
                     Ok(Err(e)) => {
                         tracing::warn!(shard = %shard_id, error = %e, "shard reader failed; restarting it");
                         metrics::counter!("infergate_kinesis_reader_restarts_total").increment(1);
+                        self.health.shard_failed(&shard_id, e.to_string());
                     }
                     Err(e) => {
                         tracing::error!(shard = %shard_id, error = %e, "shard reader panicked; restarting it");
                         metrics::counter!("infergate_kinesis_reader_restarts_total").increment(1);
+                        self.health
+                            .shard_failed(&shard_id, format!("the reader panicked: {e}"));
                     }
                 }
             }
@@ -175,6 +190,7 @@ impl Consumer {
                         if !parents_done {
                             continue;
                         }
+                        self.health.shard_started(shard_id);
                         let consumer = Arc::clone(&self);
                         let (id, closed, stop) = (shard_id.clone(), info.closed, stop.clone());
                         readers.insert(
@@ -191,6 +207,7 @@ impl Consumer {
                     tracing::warn!(error = %e, "cannot list the stream's shards");
                 }
             }
+            self.health.record_stalled_shards();
             tokio::select! {
                 () = stop.cancelled() => {}
                 () = tokio::time::sleep(discovery) => {}
@@ -249,15 +266,24 @@ fn aws_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
     operation: &'static str,
     e: &SdkError<E, R>,
 ) -> KinesisError {
-    let message = match e {
+    KinesisError::Aws {
+        operation,
+        message: aws_message(e),
+    }
+}
+
+/// The error code and message of a service error, or the start of any other error.
+fn aws_message<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    e: &SdkError<E, R>,
+) -> String {
+    match e {
         SdkError::ServiceError(s) => format!(
             "{}: {}",
             s.err().code().unwrap_or("error"),
             s.err().message().unwrap_or("")
         ),
         other => crate::domain::clip(&format!("{other:?}"), 300).to_owned(),
-    };
-    KinesisError::Aws { operation, message }
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@ use time::OffsetDateTime;
 use super::checkpoint::Checkpoint;
 use super::kpl;
 use crate::domain::{Decision, FeatureRow, Score, ValidTransaction};
-use crate::scoring::Outcome;
 
 /// A line to put on a sink, with the partition key it is put with on a Kinesis sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,10 +37,11 @@ pub struct ScoredLine {
     pub transaction_id: String,
 }
 
-/// A record that was not scored, with its bytes and why, as written to the dead-letter sink.
+/// A record that is not a transaction, with its bytes and why, as written to the dead-letter
+/// sink. (A transaction whose scoring fails is scored again, never dead-lettered.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetterLine {
-    /// The user record's bytes (empty when it was valid but its scoring failed).
+    /// The user record's bytes, as read from the stream.
     pub data_base64: String,
     pub error: LineError,
     pub sequence_number: String,
@@ -49,8 +49,8 @@ pub struct DeadLetterLine {
     pub sub_sequence_number: Option<u64>,
 }
 
-/// Why a record became a dead letter: a stable code (`invalid_json`, `invalid_transaction`,
-/// or a scoring error's code such as `deadline_exceeded`) and a message.
+/// Why a record became a dead letter: a stable code (`invalid_json` or `invalid_transaction`)
+/// and a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineError {
     pub code: String,
@@ -139,53 +139,44 @@ impl Page {
             .collect()
     }
 
-    /// The result and dead-letter lines, given one outcome per item of [`Page::items`], in
-    /// order. A scored line is put with the card id as partition key (a card's results stay
-    /// in order on an output stream); a dead letter with its record's own key.
-    pub fn lines(&self, shard_id: &str, outcomes: Vec<Outcome>) -> Lines {
+    /// The result and dead-letter lines, given one score per item of [`Page::items`], in
+    /// order. Only records that are not transactions are dead letters, with their bytes: a
+    /// transaction waits for its score (see [`super::retry`]). A scored line is put with the
+    /// card id as partition key (a card's results stay in order on an output stream); a dead
+    /// letter with its record's own key.
+    pub fn lines(&self, shard_id: &str, scores: Vec<Score>) -> Lines {
         let mut lines = Lines::default();
-        let mut outcomes = outcomes.into_iter();
+        let mut scores = scores.into_iter();
         for (position, entry) in &self.entries {
-            let (error, data) = match entry {
-                Ok(tx) => match outcomes
-                    .next()
-                    .expect("one outcome per valid record. This is a bug.")
-                {
-                    Ok(score) => {
-                        let line = ScoredLine::new(score, position, shard_id);
-                        lines.scored.push(OutputRecord {
-                            partition_key: tx.card_id.clone(),
-                            line: to_line(&line),
-                        });
-                        continue;
-                    }
-                    Err(e) => (
-                        LineError {
-                            code: e.code().to_owned(),
-                            message: e.to_string(),
+            match entry {
+                Ok(tx) => {
+                    let score = scores
+                        .next()
+                        .expect("one score per valid record. This is a bug.");
+                    let line = ScoredLine::new(score, position, shard_id);
+                    lines.scored.push(OutputRecord {
+                        partition_key: tx.card_id.clone(),
+                        line: to_line(&line),
+                    });
+                }
+                Err(rejected) => {
+                    let line = DeadLetterLine {
+                        data_base64: base64::engine::general_purpose::STANDARD
+                            .encode(&rejected.data),
+                        error: LineError {
+                            code: rejected.code.to_owned(),
+                            message: rejected.message.clone(),
                         },
-                        &[][..],
-                    ),
-                },
-                Err(rejected) => (
-                    LineError {
-                        code: rejected.code.to_owned(),
-                        message: rejected.message.clone(),
-                    },
-                    &rejected.data[..],
-                ),
-            };
-            let line = DeadLetterLine {
-                data_base64: base64::engine::general_purpose::STANDARD.encode(data),
-                error,
-                sequence_number: position.sequence_number.clone(),
-                shard_id: shard_id.to_owned(),
-                sub_sequence_number: position.sub_sequence_number,
-            };
-            lines.dead_letters.push(OutputRecord {
-                partition_key: position.partition_key.clone(),
-                line: to_line(&line),
-            });
+                        sequence_number: position.sequence_number.clone(),
+                        shard_id: shard_id.to_owned(),
+                        sub_sequence_number: position.sub_sequence_number,
+                    };
+                    lines.dead_letters.push(OutputRecord {
+                        partition_key: position.partition_key.clone(),
+                        line: to_line(&line),
+                    });
+                }
+            }
         }
         lines
     }

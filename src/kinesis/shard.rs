@@ -11,59 +11,108 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::Checkpoint;
 use super::page::Page;
-use super::{Consumer, KinesisError, aws_error};
+use super::retry;
+use super::{Consumer, KinesisError, aws_error, aws_message};
 use crate::config::InitialPosition;
+use crate::pipeline::ScoreError;
 
 impl Consumer {
-    /// An iterator after the checkpoint, or at the initial position.
+    /// An iterator after the checkpoint, or at the initial position. A checkpoint the stream
+    /// rejects stops the reader (the shard stalls, naming the way out), unless
+    /// `reset_invalid_checkpoints` is set: then it is dropped, loudly, and the shard starts
+    /// again from the initial position.
     async fn iterator(&self, shard_id: &str) -> Result<Option<String>, KinesisError> {
-        let mut call = self
-            .client
-            .get_shard_iterator()
-            .stream_name(&self.stream)
-            .shard_id(shard_id);
         // A checkpoint always covers a whole record (results are written per GetRecords page),
         // so resuming after it skips nothing undone, aggregated or not.
-        match self
+        if let Some(sequence) = self
             .checkpoints
             .get(shard_id)
             .and_then(|c| c.sequence_number)
         {
-            Some(sequence) => {
-                call = call
-                    .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                    .starting_sequence_number(sequence);
-            }
-            None => {
-                call = match self.config.initial_position {
-                    InitialPosition::TrimHorizon => {
-                        call.shard_iterator_type(ShardIteratorType::TrimHorizon)
-                    }
-                    InitialPosition::Latest => call.shard_iterator_type(ShardIteratorType::Latest),
-                    InitialPosition::AtTimestamp => {
-                        let at = self
-                            .config
-                            .initial_timestamp
-                            .as_deref()
-                            .and_then(|t| {
-                                OffsetDateTime::parse(
-                                    t,
-                                    &time::format_description::well_known::Rfc3339,
-                                )
-                                .ok()
-                            })
-                            .map_or(0.0, |t| t.unix_timestamp_nanos() as f64 / 1e9);
-                        call.shard_iterator_type(ShardIteratorType::AtTimestamp)
-                            .timestamp(aws_sdk_kinesis::primitives::DateTime::from_secs_f64(at))
-                    }
-                };
+            let after = self
+                .client
+                .get_shard_iterator()
+                .stream_name(&self.stream)
+                .shard_id(shard_id)
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(&sequence)
+                .send()
+                .await;
+            match after {
+                Ok(out) => return Ok(out.shard_iterator().map(str::to_owned)),
+                Err(e) if e.code() == Some("InvalidArgumentException") => {
+                    self.rejected_checkpoint(shard_id, sequence, aws_message(&e))?;
+                }
+                Err(e) => return Err(aws_error("GetShardIterator", &e)),
             }
         }
+        let call = self
+            .client
+            .get_shard_iterator()
+            .stream_name(&self.stream)
+            .shard_id(shard_id);
+        let call = match self.config.initial_position {
+            InitialPosition::TrimHorizon => {
+                call.shard_iterator_type(ShardIteratorType::TrimHorizon)
+            }
+            InitialPosition::Latest => call.shard_iterator_type(ShardIteratorType::Latest),
+            InitialPosition::AtTimestamp => {
+                let at = self
+                    .config
+                    .initial_timestamp
+                    .as_deref()
+                    .and_then(|t| {
+                        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .map_or(0.0, |t| t.unix_timestamp_nanos() as f64 / 1e9);
+                call.shard_iterator_type(ShardIteratorType::AtTimestamp)
+                    .timestamp(aws_sdk_kinesis::primitives::DateTime::from_secs_f64(at))
+            }
+        };
         let out = call
             .send()
             .await
             .map_err(|e| aws_error("GetShardIterator", &e))?;
         Ok(out.shard_iterator().map(str::to_owned))
+    }
+
+    /// The stream answered `InvalidArgumentException` for the checkpoint of `shard_id`: an
+    /// error that names the way out, or, with `reset_invalid_checkpoints`, the checkpoint
+    /// dropped (saved without a sequence number, so the shard reads from the initial position
+    /// until its next page is checkpointed).
+    fn rejected_checkpoint(
+        &self,
+        shard_id: &str,
+        sequence_number: String,
+        message: String,
+    ) -> Result<(), KinesisError> {
+        let error = KinesisError::RejectedCheckpoint {
+            shard_id: shard_id.to_owned(),
+            sequence_number,
+            message,
+        };
+        if !self.config.reset_invalid_checkpoints {
+            tracing::error!(shard = %shard_id, error = %error, "the shard is not read");
+            return Err(error);
+        }
+        tracing::warn!(
+            shard = %shard_id, error = %error,
+            initial_position = ?self.config.initial_position,
+            "`kinesis.reset_invalid_checkpoints` is set: the rejected checkpoint is dropped and \
+             the shard is read again from `initial_position`"
+        );
+        metrics::counter!("infergate_kinesis_checkpoint_resets_total", "shard" => shard_id.to_owned())
+            .increment(1);
+        self.checkpoints.save(
+            shard_id,
+            Checkpoint {
+                sequence_number: None,
+                sub_sequence_number: None,
+                ended: false,
+            },
+        )?;
+        Ok(())
     }
 
     /// Reads one shard until it ends (`Ok`), `stop` (`Ok`), or an error the discovery loop
@@ -128,8 +177,11 @@ impl Consumer {
             }
             let records = out.records();
             if !records.is_empty() {
-                // Not raced against `stop`: a page in hand is finished and checkpointed.
-                self.process(&shard_id, records).await?;
+                // Not raced against `stop`: a page in hand is finished and checkpointed, unless
+                // its scoring waits out a model outage when `stop` comes.
+                if !self.process(&shard_id, records, &stop).await? {
+                    return Ok(());
+                }
             }
             iterator = out.next_shard_iterator().map(str::to_owned);
             // Some emulators never close a finished shard's iterator: a closed shard that has
@@ -162,9 +214,15 @@ impl Consumer {
         Ok(())
     }
 
-    /// Scores one page of records, writes every result or dead letter in order, then
-    /// checkpoints the page.
-    async fn process(&self, shard_id: &str, records: &[Record]) -> Result<(), KinesisError> {
+    /// Scores one page of records (through a model outage: see [`super::retry`]), writes
+    /// every result or dead letter in order, then checkpoints the page. `false` when `stop`
+    /// came first: nothing of the page is written or checkpointed.
+    async fn process(
+        &self,
+        shard_id: &str,
+        records: &[Record],
+        stop: &CancellationToken,
+    ) -> Result<bool, KinesisError> {
         let labels = [("shard", shard_id.to_owned())];
         let page = Page::decode(records, OffsetDateTime::now_utc());
         for reason in &page.corrupt_aggregates {
@@ -175,12 +233,28 @@ impl Consumer {
             .increment(records.len() as u64);
         metrics::counter!("infergate_kinesis_bytes_total", &labels).increment(page.bytes as u64);
 
-        let outcomes = self
-            .scoring
-            .paced(page.items())
-            .await
-            .map_err(|_| KinesisError::ShuttingDown)?;
-        let lines = page.lines(shard_id, outcomes);
+        let failed = |rows: usize, error: &ScoreError| {
+            tracing::warn!(
+                shard = %shard_id, rows, error = %error,
+                "cannot score rows of the page; holding the shard and scoring them again"
+            );
+            metrics::counter!("infergate_kinesis_scoring_retries_total", &labels).increment(1);
+            self.health
+                .shard_scoring_failed(shard_id, format!("{}: {error}", error.code()));
+        };
+        let scored = retry::score_all(
+            &self.scoring,
+            page.items(),
+            retry::Backoff::default(),
+            stop,
+            failed,
+        )
+        .await;
+        self.health.shard_scored(shard_id);
+        let Ok(scores) = scored else {
+            return Ok(false);
+        };
+        let lines = page.lines(shard_id, scores);
         self.sink.write(&lines.scored).await?;
         self.dead_letters.write(&lines.dead_letters).await?;
         metrics::counter!("infergate_kinesis_dead_letters_total", &labels)
@@ -188,7 +262,8 @@ impl Consumer {
         if let Some(checkpoint) = page.checkpoint() {
             self.checkpoints.save(shard_id, checkpoint)?;
         }
+        self.health.shard_read(shard_id);
         metrics::counter!("infergate_kinesis_batches_total", &labels).increment(1);
-        Ok(())
+        Ok(true)
     }
 }

@@ -1,10 +1,11 @@
 //! Where stream results go: JSON lines appended to a file (shared by every shard, each page's
-//! lines written as one block so that a shard's order is kept), or records put to a Kinesis
-//! stream (partition key = the card, so a card's results stay in order there too).
+//! lines written as one block so that a shard's order is kept, whole lines or none, synced to the
+//! disk before the page is checkpointed), or records put to a Kinesis stream (partition key = the
+//! card, so a card's results stay in order there too).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::page::OutputRecord;
 
@@ -61,13 +62,22 @@ pub enum Sink {
 }
 
 impl Sink {
-    /// Writes the lines; once this returns they are durable in the sink (in the OS for a file,
-    /// acknowledged by Kinesis for a stream).
+    /// Writes the lines; once this returns they are durable in the sink (synced to the disk
+    /// for a file, acknowledged by Kinesis for a stream), so the checkpoint may claim them.
     pub async fn write(&self, lines: &[OutputRecord]) -> Result<(), SinkError> {
         match self {
             Self::File(file) => {
                 let lines: Vec<String> = lines.iter().map(|r| r.line.clone()).collect();
-                file.write(&lines)
+                // Writing and syncing block: not on the runtime's workers.
+                let sink = file.clone();
+                tokio::task::spawn_blocking(move || sink.write(&lines))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(SinkError::File {
+                            path: file.path.clone(),
+                            source: std::io::Error::other(e),
+                        })
+                    })
             }
             Self::Kinesis(stream) => stream.write(lines).await,
         }
@@ -265,10 +275,44 @@ fn failed<T>(sent: Vec<T>, results: &[aws_sdk_kinesis::types::PutRecordsResultEn
         .collect()
 }
 
-#[derive(Debug)]
+/// The file under a [`JsonlSink`]: a [`std::fs::File`] opened for appending (tests put a file
+/// that fails in its place).
+pub trait SinkFile: Write + Send + std::fmt::Debug {
+    /// The file's length in bytes.
+    fn file_len(&self) -> std::io::Result<u64>;
+    /// Cuts the file to `len` bytes.
+    fn set_len(&self, len: u64) -> std::io::Result<()>;
+    /// Forces the file's data to the disk.
+    fn sync_data(&self) -> std::io::Result<()>;
+}
+
+impl SinkFile for std::fs::File {
+    fn file_len(&self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        std::fs::File::set_len(self, len)
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        std::fs::File::sync_data(self)
+    }
+}
+
+/// JSON lines appended to a file, whole lines only: a write that fails (a full disk) is cut
+/// back to the last whole line, so the page written again after it starts on a line of its own.
+#[derive(Debug, Clone)]
 pub struct JsonlSink {
     path: PathBuf,
-    file: Mutex<std::fs::File>,
+    file: Arc<Mutex<Open>>,
+}
+
+#[derive(Debug)]
+struct Open {
+    file: Box<dyn SinkFile>,
+    /// Where the last whole line ends: the file's length after the last write that succeeded.
+    good: Option<u64>,
 }
 
 impl JsonlSink {
@@ -287,14 +331,22 @@ impl JsonlSink {
             .open(path)
             .map_err(err)?;
         drop_torn_tail(&file).map_err(err)?;
-        Ok(Self {
-            path: path.to_owned(),
-            file: Mutex::new(file),
-        })
+        Ok(Self::with_file(path, Box::new(file)))
     }
 
-    /// Appends the lines (each a JSON document) and hands them to the OS before returning: once
-    /// this returns, a crash of the process cannot lose them.
+    /// A sink on an open file, which appends, holds `path` and ends with a whole line.
+    pub fn with_file(path: &Path, file: Box<dyn SinkFile>) -> Self {
+        // Unknown when the length cannot be read: then it is read before the first write.
+        let good = file.file_len().ok();
+        Self {
+            path: path.to_owned(),
+            file: Arc::new(Mutex::new(Open { file, good })),
+        }
+    }
+
+    /// Appends the lines (each a JSON document) and forces them to the disk before returning:
+    /// once this returns, neither a crash of the process nor of the machine loses them, so the
+    /// checkpoint that claims them may follow. On an error, none of them is in the file.
     pub fn write(&self, lines: &[String]) -> Result<(), SinkError> {
         if lines.is_empty() {
             return Ok(());
@@ -304,59 +356,69 @@ impl JsonlSink {
             block.push_str(line);
             block.push('\n');
         }
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.write_all(block.as_bytes())
-            .map_err(|source| SinkError::File {
+        let mut open = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        open.append(block.as_bytes()).map_err(|source| {
+            metrics::counter!("infergate_kinesis_sink_write_errors_total").increment(1);
+            SinkError::File {
                 path: self.path.clone(),
                 source,
-            })
+            }
+        })
     }
 
     /// Forces the data to the disk (at shutdown).
     pub fn sync(&self) -> Result<(), SinkError> {
-        let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.sync_data().map_err(|source| SinkError::File {
+        let open = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        open.file.sync_data().map_err(|source| SinkError::File {
             path: self.path.clone(),
             source,
         })
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_failed_entries_are_sent_again() {
-        use aws_sdk_kinesis::types::PutRecordsResultEntry;
-        let ok = PutRecordsResultEntry::builder()
-            .sequence_number("1")
-            .shard_id("s")
-            .build();
-        let throttled = PutRecordsResultEntry::builder()
-            .error_code("ProvisionedThroughputExceededException")
-            .error_message("slow down")
-            .build();
-        let sent = ["a", "b", "c"];
-        let refs: Vec<&&str> = sent.iter().collect();
-        let again = failed(refs, &[ok.clone(), throttled, ok]);
-        assert_eq!(again, [&"b"]);
-    }
-
-    #[test]
-    fn a_torn_last_line_is_dropped_on_open() {
-        let path =
-            std::env::temp_dir().join(format!("infergate-sink-{}.jsonl", std::process::id()));
-        std::fs::write(&path, "{\"a\":1}\n{\"b\":2}\n{\"c\":").unwrap();
-        let sink = JsonlSink::open(&path).unwrap();
-        sink.write(&["{\"d\":4}".to_owned()]).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "{\"a\":1}\n{\"b\":2}\n{\"d\":4}\n"
-        );
-        std::fs::write(&path, "no newline at all").unwrap();
-        JsonlSink::open(&path).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
-        std::fs::remove_file(&path).unwrap();
+impl Open {
+    /// Writes and syncs `block`, or cuts the file back to where it was.
+    fn append(&mut self, block: &[u8]) -> std::io::Result<()> {
+        let good = match self.good {
+            Some(good) => good,
+            None => {
+                let len = self.file.file_len()?;
+                self.good = Some(len);
+                len
+            }
+        };
+        // An earlier write that failed, and whose cut failed too, left part of its block: the
+        // file is longer than `good`, and is cut now. (Shorter: someone else cut it; it is
+        // not extended.)
+        let len = self.file.file_len()?;
+        let good = if len > good {
+            self.file.set_len(good)?;
+            good
+        } else {
+            len
+        };
+        let written = self
+            .file
+            .write_all(block)
+            .and_then(|()| self.file.flush())
+            .and_then(|()| self.file.sync_data());
+        match written {
+            Ok(()) => {
+                self.good = Some(good + block.len() as u64);
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(cut) = self.file.set_len(good) {
+                    tracing::error!(
+                        error = %cut,
+                        "cannot cut a failed write from a sink file; it is cut before the next"
+                    );
+                }
+                Err(e)
+            }
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;

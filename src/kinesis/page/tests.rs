@@ -2,7 +2,6 @@ use aws_sdk_kinesis::primitives::{Blob, DateTime};
 
 use super::*;
 use crate::domain::Score;
-use crate::pipeline::ScoreError;
 
 fn record(sequence: &str, key: &str, data: &[u8]) -> Record {
     Record::builder()
@@ -81,23 +80,20 @@ fn decode_keeps_every_user_record_in_order_with_its_fate() {
 #[test]
 fn lines_in_record_order_with_keys_and_the_exact_wire_format() {
     let page = page();
-    let outcomes = vec![
-        Ok(score("tx-1", 0.25)),
-        Err(ScoreError::DeadlineExceeded { deadline_ms: 50 }),
-    ];
-    let lines = page.lines("shardId-0", outcomes);
-    assert_eq!(lines.scored.len(), 1);
+    let lines = page.lines("shardId-0", vec![score("tx-1", 0.25), score("tx-3", 0.5)]);
+    assert_eq!(lines.scored.len(), 2);
     assert_eq!(lines.scored[0].partition_key, "card-1");
     assert_eq!(
         lines.scored[0].line,
         r#"{"cached":false,"decision":"approve","fraud_score":0.25,"model":"m@1","sequence_number":"100","shard_id":"shardId-0","sub_sequence_number":null,"transaction_id":"tx-1"}"#
     );
+    assert_eq!(lines.scored[1].partition_key, "card-3");
     let keys: Vec<&str> = lines
         .dead_letters
         .iter()
         .map(|r| r.partition_key.as_str())
         .collect();
-    assert_eq!(keys, ["pk-bad", "pk-2", "card-3"]);
+    assert_eq!(keys, ["pk-bad", "pk-2"]);
     let dead: Vec<DeadLetterLine> = lines
         .dead_letters
         .iter()
@@ -118,8 +114,11 @@ fn lines_in_record_order_with_keys_and_the_exact_wire_format() {
         dead[1].error.message
     );
     assert_eq!(
-        (dead[2].error.code.as_str(), dead[2].data_base64.as_str()),
-        ("deadline_exceeded", "")
+        base64::engine::general_purpose::STANDARD
+            .decode(&dead[1].data_base64)
+            .unwrap(),
+        br#"{"transaction_id": "tx-2"}"#,
+        "every dead letter keeps the record's bytes"
     );
     assert!(lines.dead_letters[0].line.starts_with(r#"{"data_base64":"#));
 }
@@ -127,7 +126,7 @@ fn lines_in_record_order_with_keys_and_the_exact_wire_format() {
 #[test]
 fn result_lines_parse_back_as_either_kind() {
     let page = page();
-    let lines = page.lines("s", vec![Ok(score("tx-1", 0.5)), Ok(score("tx-3", 0.75))]);
+    let lines = page.lines("s", vec![score("tx-1", 0.5), score("tx-3", 0.75)]);
     let parsed: Vec<ResultLine> = lines
         .scored
         .iter()
