@@ -218,3 +218,67 @@ async fn wrong_methods_and_undecodable_paths_get_error_bodies() {
     );
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn duplicate_keys_and_non_utf8_charsets_are_refused() {
+    let app = spawn_app(Config::default()).await;
+    let body = r#"{"transaction_id": "tx-1", "transaction_id": "tx-2", "card_id": "c"}"#;
+    let response = app
+        .client
+        .post(app.url("/v1/transactions/score"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(response, 400, "invalid_input").await;
+    assert_eq!(problem["errors"][0]["code"], "duplicate_field", "{problem}");
+
+    let response = app
+        .client
+        .post(app.url("/v1/transactions/score"))
+        .header("content-type", "application/json; charset=latin1")
+        .body(r#"{"transaction_id": "caf\xe9"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 415, "unsupported_media_type").await;
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_request_leaves_its_keep_alive_connection_usable() {
+    // A plan of one request, then 429s: the refusals come after the body is read, so the
+    // client's next request on the same connection is answered, not met by a closed socket.
+    let mut config = Config::default();
+    use sha2::Digest;
+    config.auth.api_keys = vec![infergate::config::ApiKeyConfig {
+        name: "one".into(),
+        key_sha256: Some(hex::encode(sha2::Sha256::digest(b"k-one"))),
+        key_env: None,
+        rate: 1,
+        burst: Some(1),
+        quota_per_day: None,
+        allow_cache_bypass: false,
+    }];
+    let app = spawn_app(config).await;
+    let body = serde_json::to_string(&common::transaction("tx-keep", json!({}))).unwrap();
+    let request = format!(
+        "POST /v1/transactions/score HTTP/1.1\r\nhost: t\r\nx-api-key: k-one\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let mut statuses = Vec::new();
+    // The body arrives in two parts, as a large one does over a real network.
+    let (head, tail) = request.split_at(request.len() - 20);
+    for _ in 0..4 {
+        stream.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let raw = exchange(&mut stream, tail.as_bytes(), Duration::from_secs(3)).await;
+        assert!(!raw.head.contains("connection: close"), "{}", raw.head);
+        statuses.push(raw.status());
+    }
+    assert_eq!(statuses, [200, 429, 429, 429]);
+    app.stop().await.unwrap();
+}
