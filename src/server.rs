@@ -29,8 +29,10 @@ use crate::config::{Config, HttpConfig};
 use crate::error::{ApiError, ErrorKind};
 use crate::state::AppState;
 use bodies::{BodyLimits, problems_only, read_body};
+use failures::SampledFailures;
 
 mod bodies;
+mod failures;
 
 mod connection;
 
@@ -195,7 +197,7 @@ pub fn app(state: AppState, config: &Config) -> Router {
             .layer(CatchPanicLayer::custom(panic_response))
             // Every request carries an id (the caller's, or a new one) into logs and the response.
             .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
-            .layer(TraceLayer::new_for_http())
+            .layer(TraceLayer::new_for_http().on_failure(SampledFailures::new()))
             .layer(PropagateRequestIdLayer::x_request_id())
             // Measured outside the timeout so that timed-out requests are counted too.
             .layer(middleware::from_fn(record_metrics))
