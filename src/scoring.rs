@@ -183,4 +183,6 @@ impl Scoring {
 }
 
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;

@@ -23,6 +23,22 @@ fn blocks(section: &str, lang: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs an example in `dir`, with no AWS profile or instance metadata to fall back on.
+fn run(what: &str, command: &mut Command, dir: &std::path::Path) -> std::process::Output {
+    let output = command
+        .current_dir(dir)
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 fn venv_path() -> String {
     let bin = test_venv_bin("python");
     let dir = bin.parent().unwrap().display().to_string();
@@ -40,40 +56,23 @@ async fn the_aws_cli_and_boto3_examples_run_against_the_default_gateway() {
     let sh = blocks("Point existing clients at infergate", "sh");
     assert_eq!(sh.len(), 1, "one shell example");
     let script = sh[0].replace("http://127.0.0.1:8080", url);
-    let output = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &script])
-        .current_dir(&dir)
-        .env("PATH", venv_path())
-        .env_remove("AWS_PROFILE")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "the AWS CLI example failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut bash = Command::new("bash");
+    bash.args(["-euo", "pipefail", "-c", &script])
+        .env("PATH", venv_path());
+    run("the AWS CLI example", &mut bash, &dir);
     let scores = std::fs::read_to_string(dir.join("scores.csv")).unwrap();
     assert_eq!(scores.lines().count(), 2, "one score per row: {scores:?}");
 
     let python = blocks("Point existing clients at infergate", "python");
     assert_eq!(python.len(), 1, "one Python example");
     let program = python[0].replace("http://127.0.0.1:8080", url);
-    let output = Command::new(test_venv_bin("python"))
+    let mut python3 = Command::new(test_venv_bin("python"));
+    // Dummy credentials, as a newcomer's machine has some or none.
+    python3
         .args(["-c", &program])
-        .current_dir(&dir)
-        // Dummy credentials, as a newcomer's machine has some or none.
         .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-        .env("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "the boto3 example failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .env("AWS_SECRET_ACCESS_KEY", "not-a-real-secret");
+    let output = run("the boto3 example", &mut python3, &dir);
     // The example's comment shows what it prints.
     let printed = String::from_utf8_lossy(&output.stdout);
     let shown = python[0].split("# ").last().unwrap().trim().to_owned();

@@ -1,64 +1,22 @@
-//! Scoring against a fake model that records every batch it is given.
+//! Scoring against a scripted model that records every batch it is given.
 
-use std::sync::Mutex;
-
-use tokio::time::Instant;
-use tokio_util::task::TaskTracker;
-
+use super::testing::{self, ScriptedModel};
 use super::*;
 use crate::domain::Decision;
-use crate::model::{BatchScores, PredictFuture};
 
-/// Scores a row `first feature / 100` and remembers each batch's first features.
-#[derive(Default)]
-struct Recorder {
-    batches: Mutex<Vec<Vec<f32>>>,
-}
-
-impl Model for Recorder {
-    fn predict<'a>(&'a self, rows: &'a [FeatureRow], _deadline: Instant) -> PredictFuture<'a> {
-        self.batches
-            .lock()
-            .unwrap()
-            .push(rows.iter().map(|r| r.0[0]).collect());
-        let scores = rows.iter().map(|r| r.0[0] / 100.0).collect();
-        Box::pin(async move {
-            Ok(BatchScores {
-                scores,
-                model: Arc::from("rec@1"),
-            })
-        })
-    }
-
-    fn label(&self) -> &str {
-        "rec@1"
-    }
-
-    fn ready(&self) -> bool {
-        true
-    }
-}
-
-fn scoring(max_queue_rows: usize) -> (Scoring, Arc<Recorder>) {
+fn scoring(max_queue_rows: usize) -> (Scoring, Arc<ScriptedModel>) {
     let mut config = Config::default();
     config.batching.max_queue_rows = max_queue_rows;
     config.batching.max_queue_delay_ms = 0;
-    let model = Arc::new(Recorder::default());
-    let pipeline = Pipeline::start(
-        Arc::clone(&model) as Arc<dyn Model>,
-        &config.batching,
-        &TaskTracker::new(),
-    );
-    let limits = Arc::new(RateLimits::from_config(&config));
-    (Scoring::new(&config, pipeline, limits), model)
+    testing::scoring(&config, ScriptedModel::default())
 }
 
 fn item(id: &str, tag: f32) -> (String, FeatureRow) {
     (id.to_owned(), FeatureRow([tag; 9]))
 }
 
-fn rows_scored(model: &Recorder) -> Vec<f32> {
-    model.batches.lock().unwrap().concat()
+fn rows_scored(model: &ScriptedModel) -> Vec<f32> {
+    model.batches().concat()
 }
 
 #[tokio::test]
@@ -86,7 +44,7 @@ async fn many_answers_hits_from_the_cache_and_sends_only_the_misses() {
         "in input order, the hit marked cached, each decided by the thresholds"
     );
     assert_eq!(scores[0].fraud_score, 0.95);
-    assert_eq!(scores[1].model, "rec@1");
+    assert_eq!(scores[1].model, "scripted@1");
     assert_eq!(
         rows_scored(&model),
         [10.0, 95.0, 60.0],
@@ -147,7 +105,7 @@ async fn paced_scores_a_page_larger_than_the_queue_in_chunks() {
     assert_eq!(ids, ["t0", "t1", "t2", "t3", "t4"]);
     assert_eq!(rows_scored(&model), [0.0, 1.0, 2.0, 3.0, 4.0]);
     assert!(
-        model.batches.lock().unwrap().iter().all(|b| b.len() <= 2),
+        model.batches().iter().all(|b| b.len() <= 2),
         "no call asked for more room than the queue has"
     );
 }

@@ -1,67 +1,17 @@
 //! Scoring through a model that fails its first calls, on a paused clock.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::time::Instant;
-use tokio_util::task::TaskTracker;
 
 use super::*;
 use crate::config::Config;
-use crate::middleware::rate_limit::RateLimits;
-use crate::model::{BatchScores, Model, ModelError, PredictFuture};
-use crate::pipeline::Pipeline;
+use crate::scoring::testing::{self, ScriptedModel};
 
-/// Fails its first `fail_first` calls, then scores a row `first feature / 100`; remembers how
-/// many rows each call had.
-struct Flaky {
-    fail_first: Mutex<usize>,
-    calls: Mutex<Vec<usize>>,
-}
-
-impl Model for Flaky {
-    fn predict<'a>(&'a self, rows: &'a [FeatureRow], _deadline: Instant) -> PredictFuture<'a> {
-        self.calls.lock().unwrap().push(rows.len());
-        let fail = {
-            let mut left = self.fail_first.lock().unwrap();
-            let fail = *left > 0;
-            *left = left.saturating_sub(1);
-            fail
-        };
-        let scores = rows.iter().map(|r| r.0[0] / 100.0).collect();
-        Box::pin(async move {
-            if fail {
-                return Err(ModelError::Unavailable("endpoint down".into()));
-            }
-            Ok(BatchScores {
-                scores,
-                model: Arc::from("flaky@1"),
-            })
-        })
-    }
-
-    fn label(&self) -> &str {
-        "flaky@1"
-    }
-
-    fn ready(&self) -> bool {
-        true
-    }
-}
-
-fn scoring(fail_first: usize, max_batch_size: usize) -> (Scoring, Arc<Flaky>) {
+fn scoring(fail_first: usize, max_batch_size: usize) -> (Scoring, Arc<ScriptedModel>) {
     let mut config = Config::default();
     config.batching.max_batch_size = max_batch_size;
-    let model = Arc::new(Flaky {
-        fail_first: Mutex::new(fail_first),
-        calls: Mutex::new(Vec::new()),
-    });
-    let pipeline = Pipeline::start(
-        Arc::clone(&model) as Arc<dyn Model>,
-        &config.batching,
-        &TaskTracker::new(),
-    );
-    let limits = Arc::new(RateLimits::from_config(&config));
-    (Scoring::new(&config, pipeline, limits), model)
+    testing::scoring(&config, ScriptedModel::failing_first(fail_first))
 }
 
 fn items(n: usize) -> Vec<(String, FeatureRow)> {
@@ -93,7 +43,10 @@ async fn failed_rows_are_scored_again_after_doubling_waits_until_all_have_scores
     );
     assert_eq!(scores[4].fraud_score, 0.04);
     assert_eq!(rounds, [(5, "model_error"); 3]);
-    assert_eq!(*model.calls.lock().unwrap(), [5, 5, 5, 5]);
+    assert_eq!(
+        model.batches().iter().map(Vec::len).collect::<Vec<_>>(),
+        [5, 5, 5, 5]
+    );
     assert_eq!(
         started.elapsed().as_millis() / 100 * 100,
         100 + 200 + 400,
@@ -118,11 +71,7 @@ async fn only_the_rows_that_failed_are_scored_again() {
     assert_eq!(scores.len(), 3);
     assert_eq!(scores[0].transaction_id, "tx-0", "order is kept");
     assert_eq!(rounds, [1]);
-    assert_eq!(
-        model.calls.lock().unwrap().len(),
-        4,
-        "3 rows, then the failed one"
-    );
+    assert_eq!(model.batches().len(), 4, "3 rows, then the failed one");
 }
 
 #[tokio::test(start_paused = true)]
