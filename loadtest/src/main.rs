@@ -290,26 +290,12 @@ async fn http_load(args: HttpArgs) -> std::process::ExitCode {
     };
     progress.finish();
     let summary = stats.summary(elapsed);
-    let l = &summary.latency_ms;
     let mode = args
         .rate
         .map_or(format!("closed loop x{}", args.connections), |r| {
             format!("open loop {r}/s")
         });
-    println!(
-        "{} {mode}: {:.0} req/s, ok {} of {}, errors {}, dropped {}, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
-        args.target,
-        summary.achieved_rps,
-        summary.ok,
-        summary.sent,
-        summary.errors,
-        summary.dropped,
-        l.p50,
-        l.p90,
-        l.p99,
-        l.p999,
-        l.max
-    );
+    println!("{}", summary.line(&format!("{} {mode}", args.target)));
     let failed = summary.ok != summary.sent || summary.dropped > 0;
     if args.output.fail_on_errors && failed {
         eprintln!("some requests failed: {:?}", summary.statuses);

@@ -35,6 +35,9 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// The kind, in a summary's `failed_by`, of the requests that got no answer.
+pub const NO_ANSWER: &str = "no_answer";
+
 /// What ended in one second of the run.
 #[derive(Debug, Clone, Default)]
 struct Second {
@@ -71,6 +74,8 @@ pub struct Stats {
     /// refusals answered at once.
     ok_latency_us: Histogram<u64>,
     outcomes: BTreeMap<Outcome, u64>,
+    /// Of `outcomes`, those not successful (a non-2xx status, a dead letter).
+    failed: BTreeMap<Outcome, u64>,
     ok: u64,
     /// Requests that got no answer (connection refused, reset, timeout).
     errors: u64,
@@ -84,7 +89,14 @@ pub struct Summary {
     pub sent: u64,
     pub ok: u64,
     pub statuses: BTreeMap<String, u64>,
+    /// Requests that got no answer (connection refused, reset, timeout), as this key has always
+    /// counted; every failure is in `failed`.
     pub errors: u64,
+    /// Every request that did not succeed: answered but not 2xx (503 shed, 429, 5xx, ...; in
+    /// the Kinesis mode a dead letter), or not answered at all.
+    pub failed: u64,
+    /// `failed` by kind: each status (or dead letter's reason), and `no_answer`.
+    pub failed_by: BTreeMap<String, u64>,
     pub dropped: u64,
     pub seconds: f64,
     pub achieved_rps: f64,
@@ -139,6 +151,7 @@ impl Stats {
             latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid bounds"),
             ok_latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid bounds"),
             outcomes: BTreeMap::new(),
+            failed: BTreeMap::new(),
             ok: 0,
             errors: 0,
             dropped: 0,
@@ -167,6 +180,9 @@ impl Stats {
 
     /// An answer of any kind; `ok` says whether it counts as a success.
     pub fn record_outcome(&mut self, outcome: Outcome, ok: bool, latency: Duration, at: Instant) {
+        if !ok {
+            *self.failed.entry(outcome.clone()).or_default() += 1;
+        }
         *self.outcomes.entry(outcome).or_default() += 1;
         self.ok += u64::from(ok);
         let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
@@ -215,6 +231,9 @@ impl Stats {
         for (outcome, n) in &other.outcomes {
             *self.outcomes.entry(outcome.clone()).or_default() += n;
         }
+        for (outcome, n) in &other.failed {
+            *self.failed.entry(outcome.clone()).or_default() += n;
+        }
         self.ok += other.ok;
         self.errors += other.errors;
         self.dropped += other.dropped;
@@ -254,6 +273,14 @@ impl Stats {
 
     pub fn summary(&self, elapsed: Duration) -> Summary {
         let answered = self.answered();
+        let mut failed_by: BTreeMap<String, u64> = self
+            .failed
+            .iter()
+            .map(|(outcome, n)| (outcome.to_string(), *n))
+            .collect();
+        if self.errors > 0 {
+            failed_by.insert(NO_ANSWER.to_owned(), self.errors);
+        }
         Summary {
             sent: answered + self.errors,
             ok: self.ok,
@@ -263,6 +290,8 @@ impl Stats {
                 .map(|(outcome, n)| (outcome.to_string(), *n))
                 .collect(),
             errors: self.errors,
+            failed: failed_by.values().sum(),
+            failed_by,
             dropped: self.dropped,
             seconds: elapsed.as_secs_f64(),
             achieved_rps: answered as f64 / elapsed.as_secs_f64().max(1e-9),
@@ -270,6 +299,38 @@ impl Stats {
             ok_latency_ms: Percentiles::of(&self.ok_latency_us),
             timeline: self.timeline(),
         }
+    }
+}
+
+impl Summary {
+    /// The HTTP mode's summary line, after `run` (the target and the loop): its `errors` are
+    /// every request that failed (`failed`), with their kinds: `errors 4 (429: 1, 503: 2, no
+    /// answer: 1)`.
+    pub fn line(&self, run: &str) -> String {
+        let l = &self.latency_ms;
+        let kinds = if self.failed_by.is_empty() {
+            String::new()
+        } else {
+            let kinds: Vec<String> = self
+                .failed_by
+                .iter()
+                .map(|(kind, n)| format!("{}: {n}", kind.replace('_', " ")))
+                .collect();
+            format!(" ({})", kinds.join(", "))
+        };
+        format!(
+            "{run}: {:.0} req/s, ok {} of {}, errors {}{kinds}, dropped {}, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+            self.achieved_rps,
+            self.ok,
+            self.sent,
+            self.failed,
+            self.dropped,
+            l.p50,
+            l.p90,
+            l.p99,
+            l.p999,
+            l.max
+        )
     }
 }
 
@@ -342,133 +403,4 @@ pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_and_counts_from_known_latencies() {
-        let start = Instant::now();
-        let mut a = Stats::new(start);
-        for ms in 1..=100u64 {
-            a.record(200, Duration::from_millis(ms), start);
-        }
-        let mut b = Stats::new(start);
-        b.record(503, Duration::from_millis(500), start);
-        b.record_error(start);
-        b.record_error(start);
-        b.record_dropped(start);
-        a.merge(&b);
-        let s = a.summary(Duration::from_secs(2));
-        assert_eq!(s.ok, 100);
-        assert_eq!(s.statuses["503"], 1);
-        assert_eq!((s.sent, s.errors, s.dropped), (103, 2, 1));
-        assert_eq!(s.achieved_rps, 50.5);
-        assert!((s.latency_ms.p50 - 51.0).abs() < 0.1, "{:?}", s.latency_ms);
-        assert!((s.latency_ms.p99 - 100.0).abs() < 0.1, "{:?}", s.latency_ms);
-        assert!((s.latency_ms.max - 500.0).abs() < 0.5, "{:?}", s.latency_ms);
-        // The 503 of 500 ms counts in every answer's latency, not in the successful ones'.
-        assert!(
-            (s.ok_latency_ms.max - 100.0).abs() < 0.1,
-            "{:?}",
-            s.ok_latency_ms
-        );
-        assert!(
-            (s.ok_latency_ms.p50 - 50.0).abs() < 0.1,
-            "{:?}",
-            s.ok_latency_ms
-        );
-    }
-
-    #[test]
-    fn completions_fall_in_the_second_they_end() {
-        let start = Instant::now();
-        let at = |ms: u64| start + Duration::from_millis(ms);
-        let mut s = Stats::new(start);
-        // Second 0: ten answers of 10 ms and one 503; second 2: one answer of 80 ms, one failure
-        // without an answer, one dropped. Second 1 is empty.
-        for i in 0..10 {
-            s.record(200, Duration::from_millis(10), at(i * 90));
-        }
-        s.record(503, Duration::from_millis(1), at(999));
-        s.record(200, Duration::from_millis(80), at(2_000));
-        s.record_error(at(2_500));
-        s.record_dropped(at(2_999));
-        let t = s.timeline();
-        assert_eq!(t.len(), 3);
-        assert_eq!(
-            (t[0].second, t[0].completions, t[0].errors, t[0].dropped),
-            (0, 11, 1, 0)
-        );
-        assert!((t[0].p50_ms.unwrap() - 10.0).abs() < 0.1, "{:?}", t[0]);
-        assert!((t[0].p99_ms.unwrap() - 10.0).abs() < 0.1, "{:?}", t[0]);
-        assert_eq!(
-            t[1],
-            SecondSummary {
-                second: 1,
-                completions: 0,
-                errors: 0,
-                dropped: 0,
-                p50_ms: None,
-                p99_ms: None
-            }
-        );
-        assert_eq!((t[2].completions, t[2].errors, t[2].dropped), (2, 1, 1));
-        assert!((t[2].p99_ms.unwrap() - 80.0).abs() < 0.5, "{:?}", t[2]);
-    }
-
-    #[test]
-    fn merged_timelines_add_up_second_by_second() {
-        // Two connections of one run: the first saw fast answers in seconds 0 and 1, the second
-        // slow ones in second 1 only and a longer run (second 3).
-        let start = Instant::now();
-        let at = |ms: u64| start + Duration::from_millis(ms);
-        let mut fast = Stats::new(start);
-        let mut slow = Stats::new(start);
-        for i in 0..50 {
-            fast.record(200, Duration::from_millis(2), at(i * 10));
-            fast.record(200, Duration::from_millis(2), at(1_000 + i * 10));
-        }
-        for i in 0..50 {
-            slow.record(200, Duration::from_millis(200), at(1_000 + i * 10));
-        }
-        slow.record(429, Duration::from_millis(1), at(3_100));
-        let mut total = Stats::new(start);
-        total.merge(&fast);
-        total.merge(&slow);
-        let t = total.timeline();
-        assert_eq!(
-            t.iter().map(|s| s.completions).collect::<Vec<_>>(),
-            [50, 100, 0, 1]
-        );
-        assert_eq!(t.iter().map(|s| s.errors).collect::<Vec<_>>(), [0, 0, 0, 1]);
-        // Second 1 holds both connections' answers: half at 2 ms, half at 200 ms.
-        assert!((t[1].p50_ms.unwrap() - 2.0).abs() < 0.05, "{:?}", t[1]);
-        assert!((t[1].p99_ms.unwrap() - 200.0).abs() < 2.0, "{:?}", t[1]);
-        assert!((t[0].p99_ms.unwrap() - 2.0).abs() < 0.05, "{:?}", t[0]);
-        // The totals agree with the timeline.
-        let s = total.summary(Duration::from_secs(4));
-        assert_eq!(s.sent, t.iter().map(|s| s.completions).sum::<u64>());
-        // Merging in the other order gives the same timeline.
-        let mut other = Stats::new(start);
-        other.merge(&slow);
-        other.merge(&fast);
-        assert_eq!(other.timeline(), t);
-    }
-
-    #[test]
-    fn live_snapshots_add_up_the_recorders() {
-        let start = Instant::now();
-        let live = Live::default();
-        let (a, b) = (live.recorder(start), live.recorder(start));
-        live.count_sent(5);
-        lock(&a).record(200, Duration::from_millis(1), start);
-        lock(&a).record(200, Duration::from_millis(1), start);
-        lock(&b).record(503, Duration::from_millis(100), start);
-        lock(&b).record_error(start);
-        let s = live.snapshot();
-        assert_eq!((s.sent, s.answered, s.ok, s.failed), (5, 3, 2, 2));
-        assert!((s.p99_ms - 100.0).abs() < 0.1, "{s:?}");
-        let total = live.total(start).summary(Duration::from_secs(1));
-        assert_eq!((total.sent, total.ok, total.errors), (4, 2, 1));
-    }
-}
+mod tests;

@@ -1,7 +1,7 @@
 //! Where stream results go: JSON lines appended to a file (shared by every shard, each page's
 //! lines written as one block so that a shard's order is kept, whole lines or none, synced to the
 //! disk before the page is checkpointed), or records put to a Kinesis stream (partition key = the
-//! card, so a card's results stay in order there too).
+//! card, so a card's results stay in order there too: see [`resend_in_key_order`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -94,8 +94,8 @@ impl Sink {
 /// Most records in one `PutRecords` call, and most bytes (Kinesis' limits).
 pub const PUT_RECORDS_MAX: usize = 500;
 pub const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
-/// Attempts at the failed entries of a call before they are given up (for the sink, the page:
-/// its reader then starts again from its checkpoint, so nothing is lost).
+/// Attempts at the entries of a call sent again before they are given up (for the sink, the
+/// page: its reader then starts again from its checkpoint, so nothing is lost).
 pub const PUT_ATTEMPTS: u32 = 8;
 
 /// Splits `entries` into `PutRecords` calls within Kinesis' limits, in order: a call takes
@@ -145,20 +145,56 @@ pub trait PutRecordsHandler<T> {
     ) {
     }
 
-    /// A call's answer, one result per entry sent and in order: the entries to send again. By
-    /// default those whose result carries an error code.
+    /// A call's answer, one result per entry sent and in order: the entries to send again, in
+    /// the order sent. By default each failed entry and every later entry of its partition key
+    /// ([`resend_in_key_order`]), so that a key's records stay in order.
     fn answered(
         &mut self,
         sent: Vec<T>,
         results: &[aws_sdk_kinesis::types::PutRecordsResultEntry],
     ) -> Vec<T> {
-        failed(sent, results)
+        resend_in_key_order(sent, results, |entry| self.record(entry).0)
     }
 }
 
+/// The entries of a `PutRecords` call to send again, given its answer (one result per entry, in
+/// the order sent): each entry whose result carries an error code (or that has no result), and
+/// every later entry of the same partition key (`key`), failed or not, in the order sent.
+///
+/// Kinesis puts a call's entries independently: a partial failure can leave a key's later
+/// entries put and an earlier one not, and sending only the failed one again would put it after
+/// them. Sending it again with all that followed it puts that key's records again in order, after
+/// the copies already put: those are duplicates (at-least-once), which a reader recognises by the
+/// source shard and sequence number each result carries. Other keys are not held back: a key
+/// without a failure before an entry keeps what was put.
+pub fn resend_in_key_order<T>(
+    sent: Vec<T>,
+    results: &[aws_sdk_kinesis::types::PutRecordsResultEntry],
+    key: impl Fn(&T) -> &str,
+) -> Vec<T> {
+    let again: Vec<bool> = {
+        let mut failed_keys = std::collections::HashSet::new();
+        sent.iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                let key = key(entry);
+                if results.get(i).is_none_or(|r| r.error_code().is_some()) {
+                    failed_keys.insert(key);
+                }
+                failed_keys.contains(key)
+            })
+            .collect()
+    };
+    sent.into_iter()
+        .zip(again)
+        .filter_map(|(entry, again)| again.then_some(entry))
+        .collect()
+}
+
 /// Puts one call's worth of `entries` (see [`put_records_calls`]) into `stream`, then again
-/// only those that failed, with back-off, in [`PUT_ATTEMPTS`] calls at most. Returns the
-/// entries still failing after the last: none when all were put.
+/// those the handler picks from the answer (by default [`resend_in_key_order`]), with back-off,
+/// in [`PUT_ATTEMPTS`] calls at most. Returns the entries still to send after the last: none
+/// when all were put.
 pub async fn put_records<T>(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
@@ -204,7 +240,12 @@ pub async fn put_records<T>(
     pending
 }
 
-/// A Kinesis output stream.
+/// A Kinesis output stream. Each result is a record with the card as partition key, put in the
+/// order of the page, call after call: a call is done (all its entries put) before the next is
+/// made. On a partial failure a call sends again each failed entry and every later entry of the
+/// same key, in order ([`resend_in_key_order`]), so a card's results stay in order on the
+/// stream; the later ones that had been put appear twice (at-least-once: a result's
+/// `shard_id` and `sequence_number` tell a duplicate).
 #[derive(Debug)]
 pub struct KinesisSink {
     client: aws_sdk_kinesis::Client,
@@ -223,7 +264,8 @@ impl KinesisSink {
         Ok(())
     }
 
-    /// Puts one call's worth, then again only the entries that failed, with back-off.
+    /// Puts one call's worth, then again what a partial failure leaves out of order, with
+    /// back-off.
     async fn put(&self, lines: Vec<&OutputRecord>) -> Result<(), SinkError> {
         let pending = put_records(&self.client, &self.stream, lines, &mut SinkPuts).await;
         if pending.is_empty() {
@@ -240,7 +282,7 @@ impl KinesisSink {
 }
 
 /// The sink's side of [`put_records`]: an empty key goes as `-`; retries are counted and failed
-/// calls logged.
+/// calls logged; what is sent again is [`put_records`]' default ([`resend_in_key_order`]).
 struct SinkPuts;
 
 impl PutRecordsHandler<&OutputRecord> for SinkPuts {
@@ -264,15 +306,6 @@ impl PutRecordsHandler<&OutputRecord> for SinkPuts {
     ) {
         tracing::warn!(error = %aws_sdk_kinesis::error::DisplayErrorContext(e), "PutRecords failed");
     }
-}
-
-/// The entries whose result carries an error code: only those are sent again.
-fn failed<T>(sent: Vec<T>, results: &[aws_sdk_kinesis::types::PutRecordsResultEntry]) -> Vec<T> {
-    sent.into_iter()
-        .zip(results)
-        .filter(|(_, result)| result.error_code().is_some())
-        .map(|(entry, _)| entry)
-        .collect()
 }
 
 /// The file under a [`JsonlSink`]: a [`std::fs::File`] opened for appending (tests put a file

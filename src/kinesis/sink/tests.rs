@@ -3,7 +3,7 @@ use std::sync::Arc;
 use super::*;
 
 #[test]
-fn only_failed_entries_are_sent_again() {
+fn a_failed_entry_alone_of_its_key_is_sent_again_alone() {
     use aws_sdk_kinesis::types::PutRecordsResultEntry;
     let ok = PutRecordsResultEntry::builder()
         .sequence_number("1")
@@ -15,7 +15,7 @@ fn only_failed_entries_are_sent_again() {
         .build();
     let sent = ["a", "b", "c"];
     let refs: Vec<&&str> = sent.iter().collect();
-    let again = failed(refs, &[ok.clone(), throttled, ok]);
+    let again = resend_in_key_order(refs, &[ok.clone(), throttled, ok], |e| **e);
     assert_eq!(again, [&"b"]);
 }
 
@@ -202,4 +202,83 @@ fn a_file_cut_by_someone_else_is_not_extended() {
     sink.write(&lines(&["{\"c\":3}"])).unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"c\":3}\n");
     std::fs::remove_file(&path).unwrap();
+}
+
+fn put_result(error: Option<&str>) -> aws_sdk_kinesis::types::PutRecordsResultEntry {
+    use aws_sdk_kinesis::types::PutRecordsResultEntry;
+    match error {
+        Some(code) => PutRecordsResultEntry::builder()
+            .error_code(code)
+            .error_message("slow down")
+            .build(),
+        None => PutRecordsResultEntry::builder()
+            .sequence_number("1")
+            .shard_id("s")
+            .build(),
+    }
+}
+
+fn output(key: &str, line: &str) -> OutputRecord {
+    OutputRecord {
+        partition_key: key.to_owned(),
+        line: line.to_owned(),
+    }
+}
+
+#[test]
+fn the_sink_sends_again_a_failed_entry_and_every_later_one_of_its_key() {
+    let throttled = Some("ProvisionedThroughputExceededException");
+    let sent = [
+        output("a", "a1"),
+        output("b", "b1"),
+        output("a", "a2"),
+        output("a", "a3"),
+        output("b", "b2"),
+    ];
+    let results = [
+        put_result(throttled),
+        put_result(None),
+        put_result(None),
+        put_result(None),
+        put_result(throttled),
+    ];
+    let again = SinkPuts.answered(sent.iter().collect(), &results);
+    let lines: Vec<&str> = again.iter().map(|r| r.line.as_str()).collect();
+    assert_eq!(lines, ["a1", "a2", "a3", "b2"]);
+}
+
+#[test]
+fn after_a_partial_failure_a_key_is_sent_again_in_order_from_its_first_failure() {
+    let throttled = Some("ProvisionedThroughputExceededException");
+    // (key, entry): a1 and b2 failed; a2 and a3 were put after a1 was not.
+    let sent = vec![
+        ("a", "a1"),
+        ("b", "b1"),
+        ("a", "a2"),
+        ("a", "a3"),
+        ("b", "b2"),
+    ];
+    let results = [
+        put_result(throttled),
+        put_result(None),
+        put_result(None),
+        put_result(None),
+        put_result(throttled),
+    ];
+    let again = resend_in_key_order(sent, &results, |(key, _)| key);
+    let again: Vec<&str> = again.into_iter().map(|(_, entry)| entry).collect();
+    assert_eq!(again, ["a1", "a2", "a3", "b2"]);
+
+    // Nothing failed: nothing again. An answer short of the call: the unanswered as failed.
+    let sent = vec![("a", "a1"), ("b", "b1"), ("a", "a2")];
+    assert!(
+        resend_in_key_order(
+            sent.clone(),
+            &[put_result(None), put_result(None), put_result(None)],
+            |(k, _)| k
+        )
+        .is_empty()
+    );
+    let again = resend_in_key_order(sent, &[put_result(None), put_result(None)], |(k, _)| k);
+    assert_eq!(again, [("a", "a2")]);
 }
