@@ -9,6 +9,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use md5::{Digest, Md5};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -141,7 +142,20 @@ const MIN_USER_RECORD_BYTES: usize = 6;
 /// exceed bytes in; a plain record is the input unchanged, under the record's own key; an
 /// aggregate numbers its user records `0..n`, each taking at least six input bytes, with keys
 /// within Kinesis' limits.
+///
+/// `data` is checked as a Kinesis record, then framed as the message of one (magic, `data`,
+/// its MD5): a fuzzer would hardly ever forge the checksum, and the framed copy lets it reach
+/// the protobuf decoding and key tables behind it.
 pub fn check_kpl_deaggregate(data: &[u8]) {
+    check_kinesis_record(data);
+    let mut framed = Vec::with_capacity(MAGIC.len() + data.len() + 16);
+    framed.extend_from_slice(&MAGIC);
+    framed.extend_from_slice(data);
+    framed.extend_from_slice(&Md5::digest(data));
+    check_kinesis_record(&framed);
+}
+
+fn check_kinesis_record(data: &[u8]) {
     const KEY: &str = "fuzz-partition-key";
     let (records, reason) = deaggregate(data, KEY);
     let data_out: usize = records.iter().map(|r| r.data.len()).sum();
