@@ -32,6 +32,9 @@ pub mod cache;
 pub mod config;
 pub mod domain;
 pub mod error;
+/// Checks behind the fuzz targets in `fuzz/` and the replay of their corpus; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod health;
 pub mod kinesis;

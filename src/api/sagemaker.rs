@@ -319,7 +319,7 @@ pub async fn ping(State(state): State<Arc<AppState>>) -> StatusCode {
 }
 
 /// Rows of `width` numbers; every problem is reported (up to a limit), with its row and column.
-fn parse_csv(body: &[u8], width: usize) -> Result<Vec<Vec<f32>>, String> {
+pub(crate) fn parse_csv(body: &[u8], width: usize) -> Result<Vec<Vec<f32>>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8 text".to_owned())?;
     let mut rows = Vec::new();
     let mut problems = Vec::new();

@@ -110,6 +110,21 @@ fn messages_name_field_limit_and_value() {
 }
 
 #[test]
+fn hour_of_timestamps_whose_utc_date_is_past_year_9999_or_before_0000() {
+    // Converting the first two to UTC leaves the years `time` represents: this panicked.
+    for (timestamp, hour) in [
+        ("9999-12-31T23:30:00-01:00", 0.0),
+        ("9999-12-31T23:59:59-23:59", 23.0),
+        ("0000-01-01T00:30:00+01:00", 23.0),
+    ] {
+        let mut v = valid();
+        v["timestamp"] = json!(timestamp);
+        let tx = ValidTransaction::from_json(&v, RECEIVED).unwrap();
+        assert_eq!(tx.features.0[2], hour, "{timestamp}");
+    }
+}
+
+#[test]
 fn rejects_non_objects_and_null_required_fields() {
     assert_eq!(errors_of(json!([1, 2]))[0].code, "wrong_type");
     let mut v = valid();

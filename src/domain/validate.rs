@@ -73,7 +73,7 @@ impl ValidTransaction {
         else {
             unreachable!("a missing field was not reported. This is a bug.")
         };
-        let hour = timestamp.map_or(received_at.hour(), |t| t.hour());
+        let hour = timestamp.map_or(received_at.hour(), utc_hour);
         let country = country.unwrap_or_default();
         let home_country = home_country.unwrap_or_default();
         let avg = avg_30d.unwrap_or_default();
@@ -94,6 +94,15 @@ impl ValidTransaction {
             features,
         })
     }
+}
+
+/// The hour of day of `t` in UTC, for any date RFC 3339 can write (the conversion of the whole
+/// date can fall outside the years `time` supports, the hour never does).
+fn utc_hour(t: OffsetDateTime) -> u8 {
+    const DAY: i32 = 24 * 3600;
+    let local = i32::from(t.hour()) * 3600 + i32::from(t.minute()) * 60 + i32::from(t.second());
+    let utc = (local - t.offset().whole_seconds()).rem_euclid(DAY);
+    (utc / 3600) as u8
 }
 
 const KNOWN_FIELDS: [&str; 14] = [
@@ -307,7 +316,9 @@ impl<'a> Validator<'a> {
             return None;
         };
         match OffsetDateTime::parse(s, &Rfc3339) {
-            Ok(t) => Some(Some(t.to_offset(time::UtcOffset::UTC))),
+            // Kept in its own offset: converting 9999-12-31T23:30:00-01:00 to UTC would leave
+            // the range of dates `time` represents (and panic); only the hour is needed.
+            Ok(t) => Some(Some(t)),
             Err(e) => {
                 self.push(FieldError::new(
                     field,

@@ -34,10 +34,9 @@ use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 #[path = "sigv4/parse.rs"]
 mod parse;
 
-use parse::{
-    Claim, collect_signed_headers, is_normal_path, is_presigned, parse_amz_date,
-    parse_authorization, single_header,
-};
+use parse::{Claim, collect_signed_headers, is_normal_path, is_presigned, single_header};
+// For the fuzz targets (`crate::fuzzing`) as well as the verifier below.
+pub(crate) use parse::{parse_amz_date, parse_authorization};
 
 /// The only signing algorithm accepted in the `Authorization` header.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";

@@ -12,13 +12,13 @@ use time::macros::format_description;
 use super::{ALGORITHM, SCOPE_TERMINATOR, SigV4Error, X_AMZ_DATE, X_AMZ_SECURITY_TOKEN, malformed};
 
 /// What the `Authorization` header claims. Borrowed from the header value.
-pub(super) struct Claim<'a> {
-    pub(super) access_key_id: &'a str,
-    pub(super) scope_date: &'a str,
-    pub(super) region: &'a str,
-    pub(super) service: &'a str,
-    pub(super) signed_headers: Vec<&'a str>,
-    pub(super) signature: [u8; 32],
+pub(crate) struct Claim<'a> {
+    pub(crate) access_key_id: &'a str,
+    pub(crate) scope_date: &'a str,
+    pub(crate) region: &'a str,
+    pub(crate) service: &'a str,
+    pub(crate) signed_headers: Vec<&'a str>,
+    pub(crate) signature: [u8; 32],
 }
 
 /// The value of a header that must appear at most once, as visible ASCII.
@@ -55,7 +55,7 @@ pub(super) fn is_presigned(query: Option<&str>) -> bool {
 /// Parses `AWS4-HMAC-SHA256 Credential=<akid>/<date>/<region>/<service>/aws4_request,
 /// SignedHeaders=a;b;c, Signature=<hex>`. The three components may come in any
 /// order, separated by commas with optional spaces; each must appear once.
-pub(super) fn parse_authorization(value: &str) -> Result<Claim<'_>, SigV4Error> {
+pub(crate) fn parse_authorization(value: &str) -> Result<Claim<'_>, SigV4Error> {
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     if scheme != ALGORITHM {
         return Err(SigV4Error::UnsupportedAlgorithm);
@@ -150,7 +150,7 @@ fn is_lowercase_token_byte(b: u8) -> bool {
 }
 
 /// Parses the basic ISO 8601 form `yyyymmddThhmmssZ` that SigV4 mandates.
-pub(super) fn parse_amz_date(value: &str) -> Result<SystemTime, SigV4Error> {
+pub(crate) fn parse_amz_date(value: &str) -> Result<SystemTime, SigV4Error> {
     let bytes = value.as_bytes();
     let shaped = bytes.len() == 16
         && bytes[8] == b'T'
