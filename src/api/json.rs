@@ -157,7 +157,8 @@ fn is_utf8(charset: &str) -> bool {
     matches!(charset, "utf-8" | "utf8")
 }
 
-fn is_json(content_type: &str) -> bool {
+/// `application/json` or an `application/*+json` type (`problem+json`, say), any parameters.
+pub(crate) fn is_json(content_type: &str) -> bool {
     let essence = essence(content_type);
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))

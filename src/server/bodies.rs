@@ -121,8 +121,5 @@ fn is_json(response: &Response) -> bool {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            let ct = crate::api::essence(ct);
-            ct == "application/json" || ct == crate::error::PROBLEM_JSON
-        })
+        .is_some_and(crate::api::json::is_json)
 }
