@@ -3,6 +3,7 @@
 //! value is reported with its key, all at once, before anything starts.
 //!
 //! - `args`: the command line.
+//! - `http`, `kinesis`: those sections.
 //! - `load`: the file, environment and flag layering.
 //! - `validate`: the checks run on the result.
 
@@ -16,10 +17,14 @@ use crate::middleware::rate_limit::Plan;
 use crate::model::sagemaker::Codec;
 
 mod args;
+mod http;
+mod kinesis;
 mod load;
 mod validate;
 
 pub use args::{Args, Command};
+pub use http::{HttpConfig, LimitsConfig};
+pub use kinesis::{CheckpointConfig, InitialPosition, KinesisConfig, SinkConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -63,114 +68,6 @@ impl Default for Config {
             kinesis: None,
         }
     }
-}
-
-/// The built-in Kinesis consumer. Credentials and, unless set here, the region come from the
-/// standard AWS chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KinesisConfig {
-    /// Stream name or ARN.
-    pub stream: String,
-    #[serde(default)]
-    pub region: Option<String>,
-    #[serde(default)]
-    pub endpoint_url: Option<String>,
-    /// Where a shard without a checkpoint starts.
-    #[serde(default)]
-    pub initial_position: InitialPosition,
-    /// RFC 3339, for `AT_TIMESTAMP`.
-    #[serde(default)]
-    pub initial_timestamp: Option<String>,
-    /// Wait between `GetRecords` calls that returned nothing (the KCL waits 1.5 s).
-    #[serde(default = "default_poll_interval_ms")]
-    pub poll_interval_ms: u64,
-    /// Records per `GetRecords` (at most 10,000).
-    #[serde(default = "default_max_records")]
-    pub max_records: i32,
-    /// How often the shard list is read again (new shards after a reshard).
-    #[serde(default = "default_discovery_ms")]
-    pub shard_discovery_ms: u64,
-    /// A shard whose reader has had no answer from `GetRecords` (and checkpointed no page) for
-    /// this long makes the gateway unready, naming the shard and its last error.
-    #[serde(default = "default_stall_timeout_ms")]
-    pub stall_timeout_ms: u64,
-    /// A checkpoint the stream rejects (`InvalidArgumentException` for its sequence number: the
-    /// stream was deleted and recreated, or the checkpoint is another stream's) is dropped, with
-    /// a warning, and the shard read again from `initial_position`. Off: the shard is not read,
-    /// and stalls (see `stall_timeout_ms`) until the operator decides.
-    #[serde(default)]
-    pub reset_invalid_checkpoints: bool,
-    #[serde(default)]
-    pub checkpoint: CheckpointConfig,
-    #[serde(default = "default_sink")]
-    pub sink: SinkConfig,
-    #[serde(default = "default_dead_letter")]
-    pub dead_letter: SinkConfig,
-}
-
-fn default_poll_interval_ms() -> u64 {
-    1_000
-}
-
-fn default_max_records() -> i32 {
-    10_000
-}
-
-fn default_discovery_ms() -> u64 {
-    10_000
-}
-
-fn default_stall_timeout_ms() -> u64 {
-    30_000
-}
-
-fn default_sink() -> SinkConfig {
-    SinkConfig::File {
-        path: PathBuf::from("data/scored.jsonl"),
-    }
-}
-
-fn default_dead_letter() -> SinkConfig {
-    SinkConfig::File {
-        path: PathBuf::from("data/dead-letter.jsonl"),
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum InitialPosition {
-    #[default]
-    TrimHorizon,
-    Latest,
-    AtTimestamp,
-}
-
-/// Where shard checkpoints live.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum CheckpointConfig {
-    /// A JSON file per stream in `dir`, replaced atomically on every checkpoint.
-    File { dir: PathBuf },
-}
-
-impl Default for CheckpointConfig {
-    fn default() -> Self {
-        Self::File {
-            dir: PathBuf::from("data/checkpoints"),
-        }
-    }
-}
-
-/// Where scored records (or dead letters) go.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum SinkConfig {
-    /// One JSON object per line, appended.
-    File { path: PathBuf },
-    /// Records put to a Kinesis stream (name or ARN) on the consumer's endpoint, partition key
-    /// = the card (scores) or the input record's key (dead letters).
-    Kinesis { stream: String },
 }
 
 /// Who may call the scoring routes. Empty = anonymous (see `allow_anonymous`).
@@ -385,74 +282,6 @@ impl Default for BatchingConfig {
             max_queue_rows: 10_000,
             max_queue_delay_ms: 0,
             deadline_ms: 30_000,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Transactions per second across every caller, stream included; 0 = unlimited.
-    pub global_rps: u32,
-    /// Tokens available at once for the global limit; default (0): `global_rps`.
-    pub global_burst: u32,
-    pub body_limit_bytes: usize,
-    /// Most transactions in one score-batch request.
-    pub max_batch_items: usize,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self {
-            global_rps: 0,
-            global_burst: 0,
-            body_limit_bytes: 6 * 1024 * 1024,
-            max_batch_items: 1000,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Longest a request may take end to end, past the scoring deadline (0 = deadline + 5 s).
-    pub request_timeout_ms: u64,
-    /// Longest graceful shutdown waits for in-flight requests. Past it, the rows still queued
-    /// or in a model call are answered 503 `shutting_down`, and the connections left are
-    /// closed (at most about half a second later).
-    pub shutdown_grace_ms: u64,
-    /// Longest a connection may take to send a request's headers, counted from when it is
-    /// ready for a request: this stops slow-loris clients. HTTP/1 starts this clock whenever
-    /// a connection waits for its next request, so it also closes idle HTTP/1 keep-alive
-    /// connections; an HTTP/2 connection must send its first request's headers within it.
-    pub header_read_timeout_ms: u64,
-    /// Longest a connection may stay open with no request in progress (HTTP/1 and HTTP/2;
-    /// HTTP/2 connections get a GOAWAY). HTTP/2 connections are also sent a keep-alive PING
-    /// every half of this and closed when one is not answered within another half, so a peer
-    /// that has gone is noticed even while its requests wait.
-    pub idle_timeout_ms: u64,
-    /// Most connections open at once; further clients wait in the listen backlog until one
-    /// closes. Each open connection holds about 20 KB (more while its request waits), so this
-    /// bounds the memory a flood of connections can take.
-    pub max_connections: usize,
-    /// Longest a client may take to send a request's body once its headers are in (408 past
-    /// it): a body that trickles or stops short cannot hold a request open.
-    pub body_read_timeout_ms: u64,
-    /// Most requests (streams) in progress at once on one HTTP/2 connection; more are refused
-    /// until one ends.
-    pub max_concurrent_streams: u32,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            request_timeout_ms: 0,
-            shutdown_grace_ms: 30_000,
-            header_read_timeout_ms: 30_000,
-            idle_timeout_ms: 60_000,
-            max_connections: 4096,
-            body_read_timeout_ms: 10_000,
-            max_concurrent_streams: 100,
         }
     }
 }
