@@ -15,7 +15,7 @@ use crate::kinesis::{Consumer, KinesisError};
 use crate::middleware::auth::{Auth, AuthConfigError};
 use crate::model::{self, Model, ModelBuildError};
 use crate::pipeline::Pipeline;
-use crate::server::{app, serve_connections};
+use crate::server::{admin_app, app, serve_connections};
 use crate::state::AppState;
 
 /// Why the gateway could not start.
@@ -35,6 +35,8 @@ pub struct Gateway {
     config: Config,
     tasks: TaskTracker,
     consumer: Option<Arc<Consumer>>,
+    /// Where the operator routes are served, when `admin_bind` is configured.
+    admin: Option<TcpListener>,
 }
 
 /// AWS clients to use instead of the ones built from the standard chain (tests pass clients
@@ -94,7 +96,15 @@ impl Gateway {
             config: config.clone(),
             tasks,
             consumer: None,
+            admin: None,
         }
+    }
+
+    /// Serves the operator routes (`/metrics`, `/health/*`) on `listener` too: the
+    /// `admin_bind` address, which the caller binds so that it can report a failure.
+    pub fn with_admin_listener(mut self, listener: TcpListener) -> Self {
+        self.admin = Some(listener);
+        self
     }
 
     /// The router with its middleware, for serving or for `oneshot` tests.
@@ -117,6 +127,7 @@ impl Gateway {
             config,
             tasks,
             consumer,
+            admin,
         } = self;
         let stop = CancellationToken::new();
         // Fired when the grace period is over: the pipeline answers what it holds 503
@@ -134,7 +145,22 @@ impl Gateway {
             timer.cancel();
         });
         let consumer = consumer.map(|c| tokio::spawn(c.run(stop.clone())));
+        // Its own accept loop, so that a flood on `bind` holds none of its connection slots.
+        let admin = admin.map(|listener| {
+            let routes = admin_app(state.clone(), &config);
+            let (http, stop, grace_over) = (config.http.clone(), stop.clone(), grace_over.clone());
+            tokio::spawn(async move {
+                serve_connections(listener, routes, &http, stop, grace_over).await
+            })
+        });
         let result = serve_connections(listener, router, &config.http, stop, grace_over).await;
+        if let Some(admin) = admin {
+            match admin.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "the operator listener failed"),
+                Err(e) => tracing::error!(error = %e, "the operator listener panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
         // The consumer finishes its pages in hand and checkpoints them; it needs the pipeline
         // until then.
         if let Some(consumer) = consumer

@@ -48,6 +48,16 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.bind))?;
     tracing::info!(address = %listener.local_addr()?, "serving");
+    let gateway = match config.admin_bind {
+        Some(admin) => {
+            let admin = tokio::net::TcpListener::bind(admin)
+                .await
+                .map_err(|e| format!("cannot listen on {admin} (`admin_bind`): {e}"))?;
+            tracing::info!(address = %admin.local_addr()?, "serving the operator routes");
+            gateway.with_admin_listener(admin)
+        }
+        None => gateway,
+    };
     gateway.serve(listener, shutdown::shutdown_signal()).await?;
     Ok(())
 }

@@ -189,9 +189,19 @@ impl MakeRequestId for RequestIds {
     }
 }
 
-/// The router with the one middleware stack. `ServiceBuilder` runs top to bottom for a request.
+/// The router with the one middleware stack.
 pub fn app(state: AppState, config: &Config) -> Router {
-    api::router(state).fallback(not_found).layer(
+    with_stack(api::router(state, config.admin_bind.is_some()), config)
+}
+
+/// The operator routes (for `admin_bind`) with the same stack.
+pub fn admin_app(state: AppState, config: &Config) -> Router {
+    with_stack(api::admin_router(state), config)
+}
+
+/// The one middleware stack. `ServiceBuilder` runs top to bottom for a request.
+fn with_stack(routes: Router, config: &Config) -> Router {
+    routes.fallback(not_found).layer(
         ServiceBuilder::new()
             // A panic anywhere below becomes a 500 problem instead of a dropped connection.
             .layer(CatchPanicLayer::custom(panic_response))

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::api::sagemaker::EndpointNames;
 use crate::config::{Config, LimitsConfig};
 use crate::health::Health;
 use crate::middleware::auth::Auth;
@@ -16,18 +17,23 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub rate_limits: Arc<RateLimits>,
     pub limits: Arc<LimitsConfig>,
+    /// The names the SageMaker route answers to.
+    pub endpoints: Arc<EndpointNames>,
 }
 
 impl AppState {
     pub fn new(config: &Config, pipeline: Pipeline, auth: Auth) -> Self {
         let rate_limits = Arc::new(RateLimits::from_config(config));
         let health = Health::new(Arc::clone(pipeline.model()));
+        let endpoints =
+            EndpointNames::new(pipeline.model().label(), &config.model.endpoint_aliases);
         Self {
             scoring: Scoring::new(config, pipeline, Arc::clone(&rate_limits)),
             health,
             auth: Arc::new(auth),
             rate_limits,
             limits: Arc::new(config.limits.clone()),
+            endpoints: Arc::new(endpoints),
         }
     }
 }

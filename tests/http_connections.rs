@@ -1,6 +1,7 @@
 //! Connection handling over raw sockets: HTTP/2 connections that send nothing, or too little,
 //! are closed and give their slot back; the HTTP/2 stream limit is advertised; and connections
-//! still open when the shutdown grace period ends are closed.
+//! still open when the shutdown grace period ends are closed; the operator routes can have a
+//! port of their own.
 
 mod common;
 
@@ -272,4 +273,63 @@ async fn connections_still_open_after_the_shutdown_grace_are_closed() {
     let read = tokio::time::timeout(Duration::from_millis(500), slow.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "the half-sent request's connection is closed");
     assert_eq!(model.calls(), 1, "the queued row never reached the model");
+}
+
+/// `/metrics` names callers: with `admin_bind` it leaves the public port for the operator one,
+/// which has its own connection slots, so a flood of connections on the public port does not
+/// lock out the scrape (before, `/metrics` was on the public port only).
+#[tokio::test]
+async fn admin_bind_takes_the_operator_routes_to_a_port_of_their_own() {
+    let mut config = Config {
+        admin_bind: Some("127.0.0.1:0".parse().unwrap()),
+        ..Config::default()
+    };
+    // One slot for the test client's pooled connection, one for the held connection below.
+    config.http.max_connections = 2;
+    let gateway = infergate::Gateway::build(&config).await.unwrap();
+    let (app, admin) = common::serve_with_admin(gateway, true).await;
+    let admin = admin.unwrap();
+
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_problem(response, 404, "not_found").await;
+    let fresh = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let score = app
+        .client
+        .post(app.url("/v1/transactions/score"))
+        .json(&transaction("tx-admin", json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(score.status(), 200);
+
+    // The public port's last slot is taken (and held: nothing is sent on it).
+    let _held = TcpStream::connect(app.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for path in ["/metrics", "/health/ready", "/health/live"] {
+        let response = tokio::time::timeout(
+            Duration::from_secs(5),
+            fresh().get(format!("http://{admin}{path}")).send(),
+        )
+        .await
+        .expect("the operator port answers while the public one is full")
+        .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        if path == "/metrics" {
+            let text = response.text().await.unwrap();
+            assert!(text.contains("infergate_http_requests_total"), "{text}");
+        }
+    }
+    let response = fresh()
+        .get(format!("http://{admin}/v1/transactions/score"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 404, "not_found").await;
+    drop(_held);
+    app.stop().await.unwrap();
 }

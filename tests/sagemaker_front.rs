@@ -323,7 +323,7 @@ async fn a_failing_model_is_a_model_error() {
     let app = spawn_app_env(config, model, &[]).await;
     let response = app
         .client
-        .post(app.url("/endpoints/fraud-xgb/invocations"))
+        .post(app.url("/endpoints/test-model/invocations"))
         .header("content-type", "text/csv")
         .body("1,2,3,4,5,6,7,8,9\n")
         .send()
@@ -331,5 +331,42 @@ async fn a_failing_model_is_a_model_error() {
         .unwrap();
     assert_eq!(response.status(), 424);
     assert_eq!(response.headers()["x-amzn-errortype"], "ModelError");
+    app.stop().await.unwrap();
+}
+
+/// SageMaker answers `ValidationError` for an endpoint that does not exist; so does the gateway
+/// for a name that is neither its model's nor an alias (before, any name was scored).
+#[tokio::test]
+async fn an_unknown_endpoint_name_is_a_validation_error() {
+    let invoke = |app: &TestApp, name: &str| {
+        app.client
+            .post(app.url(&format!("/endpoints/{name}/invocations")))
+            .header("content-type", "text/csv")
+            .body("1500,30,2,6051,0,1,9000,5,9\n")
+            .send()
+    };
+    let open = |aliases: &[&str]| {
+        let mut config = Config {
+            allow_anonymous: true,
+            ..Config::default()
+        };
+        config.model.endpoint_aliases = aliases.iter().map(|a| (*a).to_owned()).collect();
+        config
+    };
+    let model = || Arc::new(EmbeddedModel::default_model(1).unwrap());
+
+    let app = spawn_app_env(open(&["fraud-v2"]), model(), &[]).await;
+    for name in ["fraud-xgb", "fraud-v2"] {
+        assert_eq!(invoke(&app, name).await.unwrap().status(), 200, "{name}");
+    }
+    let response = invoke(&app, "fraud-xgbx").await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.headers()["x-amzn-errortype"], "ValidationError");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["message"], "Endpoint fraud-xgbx not found.");
+    app.stop().await.unwrap();
+
+    let app = spawn_app_env(open(&["*"]), model(), &[]).await;
+    assert_eq!(invoke(&app, "anything").await.unwrap().status(), 200);
     app.stop().await.unwrap();
 }

@@ -52,8 +52,9 @@ pub(crate) fn wants_refresh(headers: &axum::http::HeaderMap, caller: &auth::Call
 }
 
 /// Every route. The scoring routes carry their own stack (who is calling, then their limits);
-/// `server::app` wraps everything in the common one.
-pub fn router(state: AppState) -> Router {
+/// `server::app` wraps everything in the common one. With `admin_elsewhere` (an `admin_bind` is
+/// configured), `/metrics` is left to [`admin_router`].
+pub fn router(state: AppState, admin_elsewhere: bool) -> Router {
     // One `Arc` for the whole state: axum clones the state for every request, and a clone of
     // the fields (two caches, several `Arc`s) costs measurably more on the hot path.
     let state = Arc::new(state);
@@ -66,16 +67,29 @@ pub fn router(state: AppState) -> Router {
     // Errors on the SageMaker route, the shared middleware's included, speak AWS's rest-json.
     let invocations = guarded(invocations, &state, Some(sagemaker::csv_cost))
         .route_layer(axum::middleware::from_fn(sagemaker::aws_errors));
-    Router::new()
+    let mut routes = Router::new()
         .merge(guarded(single, &state, None))
         .merge(guarded(batch, &state, Some(score::batch_cost)))
         .merge(invocations)
         .route("/ping", get(sagemaker::ping))
         .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
+        .route("/health/ready", get(health::ready));
+    if !admin_elsewhere {
+        routes = routes.route("/metrics", get(health::metrics));
+    }
+    routes
         .with_state(state)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+}
+
+/// The operator routes served on `admin_bind`: `/metrics` and the health checks (so that
+/// probes and scrapes can share a port the public never reaches).
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .with_state(Arc::new(state))
 }
 
 /// The per-route stack. In request order: authenticate (401), then charge the caller's plan and

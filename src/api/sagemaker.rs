@@ -32,6 +32,30 @@ pub const VARIANT: &str = "AllTraffic";
 /// Most problems listed in one `ValidationError` message.
 const MAX_LISTED: usize = 10;
 
+/// The endpoint names the route answers to: the model's own name and `model.endpoint_aliases`.
+#[derive(Debug, Clone)]
+pub struct EndpointNames {
+    names: Vec<String>,
+    any: bool,
+}
+
+impl EndpointNames {
+    /// `label` is the model's (`name@version`); its name is the endpoint's.
+    pub fn new(label: &str, aliases: &[String]) -> Self {
+        let own = label.split_once('@').map_or(label, |(name, _)| name);
+        let mut names = vec![own.to_owned()];
+        names.extend(aliases.iter().filter(|a| *a != "*").cloned());
+        Self {
+            names,
+            any: aliases.iter().any(|a| a == "*"),
+        }
+    }
+
+    pub fn admits(&self, name: &str) -> bool {
+        self.any || self.names.iter().any(|n| n == name)
+    }
+}
+
 /// An error in AWS's rest-json shape.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"message": "row 2 has 8 values; the model reads 9 features"}))]
@@ -164,13 +188,15 @@ pub fn csv_cost(body: &[u8]) -> u32 {
 /// hour_of_day, merchant_category, card_present, foreign, distance_from_home_km, tx_count_1h,
 /// tx_count_24h`), no header; an empty value is a missing value. The answer has one score per
 /// row, in order: a line each (`text/csv`), or `{"predictions": [{"score": ...}]}` for
-/// `Accept: application/json`. Any endpoint name is accepted. With a SageMaker backend, other
+/// `Accept: application/json`. The endpoint name is the model's (`fraud-xgb` for the built-in
+/// model, the endpoint's with a SageMaker backend) or one of `model.endpoint_aliases`; another
+/// name is a `ValidationError`, as SageMaker answers for an endpoint that does not exist. With a SageMaker backend, other
 /// content types are passed to the endpoint whole (and their answers cached by body hash).
 #[utoipa::path(
     post,
     path = "/endpoints/{EndpointName}/invocations",
     tag = "sagemaker",
-    params(("EndpointName" = String, Path, description = "The endpoint's name; any name is accepted and answered by the gateway's model")),
+    params(("EndpointName" = String, Path, description = "The model's name (`fraud-xgb` for the built-in model) or one of `model.endpoint_aliases`", example = "fraud-xgb")),
     request_body(content = String, content_type = "text/csv",
         example = "1500,30,2,6051,0,1,9000,5,9\n42.5,0.83,14,5411,1,0,3.2,0,2\n"),
     security(("api_key" = []), ("sigv4" = [])),
@@ -179,7 +205,7 @@ pub fn csv_cost(body: &[u8]) -> u32 {
             (String = "text/csv", example = "0.92125046\n0.0010378546\n"),
             (Predictions = "application/json"),
         ), headers(("x-Amzn-Invoked-Production-Variant" = String, description = "Always `AllTraffic`"))),
-        (status = 400, description = "`ValidationError`: no rows, a row with the wrong number of values, or a value that is not a finite number",
+        (status = 400, description = "`ValidationError`: an endpoint name the gateway does not answer to, no rows, a row with the wrong number of values, or a value that is not a finite number",
             body = AwsError, headers(("x-amzn-ErrorType" = String, description = "The error code"))),
         (status = 401, description = "`UnrecognizedClientException`: missing or unknown credentials",
             body = AwsError, headers(("x-amzn-ErrorType" = String, description = "The error code"))),
@@ -211,8 +237,14 @@ pub async fn invocations(
     let Path(endpoint) = endpoint.map_err(|_| {
         SageMakerError::validation("the endpoint name is not a valid percent-encoded UTF-8 name")
     })?;
-    // One model answers every endpoint name; the name is kept for the logs.
-    tracing::debug!(endpoint = %clip(&endpoint, 64), "invocation");
+    if !state.endpoints.admits(&endpoint) {
+        // SageMaker's answer for an endpoint that does not exist.
+        return Err(SageMakerError::validation(format!(
+            "Endpoint {} not found.",
+            clip(&endpoint, 64)
+        )));
+    }
+    tracing::debug!(endpoint = %endpoint, "invocation");
     let content_type = media_type(&headers, header::CONTENT_TYPE);
     if content_type != "text/csv" {
         return pass_through(&state, &caller, &headers, &body).await;

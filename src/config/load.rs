@@ -79,6 +79,7 @@ fn from_table(mut tree: toml::Table, errors: &mut Vec<String>) -> Config {
         };
     }
     section!("bind", bind);
+    section!("admin_bind", admin_bind);
     section!("allow_anonymous", allow_anonymous);
     section!("auth", auth);
     section!("model", model);
@@ -90,7 +91,7 @@ fn from_table(mut tree: toml::Table, errors: &mut Vec<String>) -> Config {
     section!("log", log);
     for key in tree.keys() {
         errors.push(format!(
-            "unknown key `{key}` (known: bind, allow_anonymous, auth, model, batching, \
+            "unknown key `{key}` (known: bind, admin_bind, allow_anonymous, auth, model, batching, \
              limits, cache, http, log, kinesis)"
         ));
     }

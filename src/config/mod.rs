@@ -39,6 +39,9 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub bind: SocketAddr,
+    /// Where the operator routes (`/metrics`, and `/health/*` too) are served; absent: on
+    /// `bind`. When set, `/metrics`, which names callers, is no longer served on `bind`.
+    pub admin_bind: Option<SocketAddr>,
     /// Serve without credentials on a non-loopback bind (on loopback it is always allowed when
     /// no credentials are configured).
     pub allow_anonymous: bool,
@@ -57,6 +60,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_bind: None,
             allow_anonymous: false,
             auth: AuthConfig::default(),
             model: ModelConfig::default(),
@@ -177,6 +181,11 @@ pub struct ModelConfig {
     pub decline_threshold: f32,
     /// Threads evaluating the embedded model; 0 = one per core.
     pub threads: usize,
+    /// More names the SageMaker route answers to, besides the model's own (the embedded
+    /// model's name, `fraud-xgb` for the built-in one; the endpoint's name with a SageMaker
+    /// backend). `"*"` answers any name. Other names get `ValidationError`, as SageMaker
+    /// answers for an endpoint that does not exist.
+    pub endpoint_aliases: Vec<String>,
     pub sagemaker: SageMakerConfig,
 }
 
@@ -188,6 +197,7 @@ impl Default for ModelConfig {
             review_threshold: 0.5,
             decline_threshold: 0.9,
             threads: 0,
+            endpoint_aliases: Vec::new(),
             sagemaker: SageMakerConfig::default(),
         }
     }

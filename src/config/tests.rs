@@ -225,3 +225,27 @@ fn kinesis_stall_timeout_and_checkpoint_reset_have_defaults_and_are_checked() {
     let config = Config::from_sources(&args(&["--config", file.0.to_str().unwrap()]), env).unwrap();
     assert!(config.kinesis.unwrap().reset_invalid_checkpoints);
 }
+
+#[test]
+fn endpoint_aliases_and_admin_bind_are_checked() {
+    let file = write_config(
+        "bind = \"127.0.0.1:9000\"\nadmin_bind = \"127.0.0.1:9000\"\n\
+         [model]\nendpoint_aliases = [\"fraud-v2\", \"*\", \"-bad\", \"\"]\n",
+    );
+    let err = Config::from_sources(&args(&["--config", file.0.to_str().unwrap()]), []).unwrap_err();
+    let all = err.to_string();
+    assert!(
+        all.contains("`admin_bind` must differ from `bind`"),
+        "{all}"
+    );
+    assert!(all.contains("\"-bad\" is not an endpoint name"), "{all}");
+    assert!(all.contains("\"\" is not an endpoint name"), "{all}");
+    assert_eq!(err.0.len(), 3, "{all}");
+
+    let file = write_config(
+        "admin_bind = \"127.0.0.1:9001\"\n[model]\nendpoint_aliases = [\"fraud-v2\", \"*\"]\n",
+    );
+    let config = Config::from_sources(&args(&["--config", file.0.to_str().unwrap()]), []).unwrap();
+    assert_eq!(config.admin_bind.unwrap().port(), 9001);
+    assert_eq!(config.model.endpoint_aliases, ["fraud-v2", "*"]);
+}

@@ -25,6 +25,14 @@ impl Config {
                 m.review_threshold, m.decline_threshold
             ));
         }
+        for alias in &m.endpoint_aliases {
+            if alias != "*" && !is_endpoint_name(alias) {
+                errors.push(format!(
+                    "`model.endpoint_aliases`: {alias:?} is not an endpoint name (1 to 63 \
+                     letters, digits and inner hyphens) or \"*\""
+                ));
+            }
+        }
         if m.kind == ModelKind::Sagemaker {
             let sm = &m.sagemaker;
             if sm.endpoint_name.is_empty() {
@@ -133,6 +141,12 @@ impl Config {
     }
 
     fn check_auth(&self, errors: &mut Vec<String>) {
+        if self.admin_bind == Some(self.bind) && self.bind.port() != 0 {
+            errors.push(format!(
+                "`admin_bind` must differ from `bind` (both {})",
+                self.bind
+            ));
+        }
         if !self.has_credentials() && !self.allow_anonymous && !self.bind.ip().is_loopback() {
             errors.push(format!(
                 "refusing to serve {} without credentials: anyone who can reach it could use \
@@ -193,4 +207,12 @@ fn check_plan(at: &str, plan: Plan, errors: &mut Vec<String>) {
             "`{at}.quota_per_day` must be >= 1 (omit it for no quota)"
         ));
     }
+}
+
+/// SageMaker's endpoint name pattern: `^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}`.
+fn is_endpoint_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
 }

@@ -100,6 +100,17 @@ pub async fn spawn_app_env(config: Config, model: Arc<dyn Model>, env: &[(&str, 
     serve(Gateway::with_model(&config, model, auth)).await
 }
 
+/// Serves an already built gateway, and its operator routes on a second port (returned) when
+/// the config has an `admin_bind`.
+pub async fn serve_with_admin(gateway: Gateway, admin_bind: bool) -> (TestApp, Option<SocketAddr>) {
+    if !admin_bind {
+        return (serve(gateway).await, None);
+    }
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = admin.local_addr().unwrap();
+    (serve(gateway.with_admin_listener(admin)).await, Some(addr))
+}
+
 /// Serves an already built gateway.
 pub async fn serve(gateway: Gateway) -> TestApp {
     infergate::telemetry::prometheus();
