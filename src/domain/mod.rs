@@ -15,7 +15,7 @@ mod validate;
 pub use features::{FEATURE_NAMES, FeatureLayout, FeatureRow, N_FEATURES};
 pub use score::{Decision, Score, Thresholds};
 pub use transaction::{
-    FieldError, Invalid, MAX_FIELD_ERRORS, MAX_ID_CHARS, MAX_TX_COUNT, Transaction,
+    FieldError, Invalid, MAX_FIELD_ERRORS, MAX_ID_CHARS, MAX_MAGNITUDE, MAX_TX_COUNT, Transaction,
     ValidTransaction,
 };
 

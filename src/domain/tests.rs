@@ -144,6 +144,22 @@ fn accepts_json_schema_integers_and_null_optionals() {
     assert_eq!(errors_of(v)[0].code, "out_of_range");
 }
 
+/// 1e300 used to be accepted and became an infinite feature (the CSV route refuses those).
+#[test]
+fn amounts_and_distances_past_a_quadrillion_are_out_of_range() {
+    for field in ["amount", "distance_from_home_km", "avg_amount_30d"] {
+        let mut v = valid();
+        v[field] = json!(1e15);
+        assert!(ValidTransaction::from_json(&v, RECEIVED).is_ok(), "{field}");
+        v[field] = json!(1e300);
+        let errors = errors_of(v);
+        assert_eq!(
+            (errors[0].field.as_str(), errors[0].code.as_str()),
+            (field, "out_of_range")
+        );
+    }
+}
+
 #[test]
 fn layout_maps_model_order_and_refuses_unknown_names() {
     let names = vec!["tx_count_1h".to_owned(), "amount".to_owned()];

@@ -10,6 +10,10 @@ pub const MAX_ID_CHARS: usize = 128;
 
 /// Largest accepted velocity count: far above any real card, low enough to be exact in f32.
 pub const MAX_TX_COUNT: f64 = 1_000_000.0;
+/// Largest amount or distance accepted (a quadrillion): far above any real one, and far below
+/// what overflows the model's 32-bit features to infinity (3.4e38), which the CSV route refuses
+/// as not finite.
+pub const MAX_MAGNITUDE: f64 = 1e15;
 
 /// A card transaction as callers send it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -38,7 +42,7 @@ pub struct Transaction {
     #[schema(min_length = 1, max_length = 128)]
     pub card_id: String,
     /// Amount in the currency's major unit.
-    #[schema(minimum = 0.0)]
+    #[schema(minimum = 0.0, maximum = 1e15)]
     pub amount: f64,
     /// ISO 4217 code.
     #[schema(pattern = "^[A-Z]{3}$")]
@@ -58,7 +62,7 @@ pub struct Transaction {
     #[schema(pattern = "^[A-Z]{2}$")]
     pub home_country: String,
     /// Distance between the merchant and the card holder's home.
-    #[schema(minimum = 0.0)]
+    #[schema(minimum = 0.0, maximum = 1e15)]
     pub distance_from_home_km: f64,
     /// Transactions on this card in the last hour.
     #[schema(minimum = 0, maximum = 1_000_000)]
@@ -67,7 +71,7 @@ pub struct Transaction {
     #[schema(minimum = 0, maximum = 1_000_000)]
     pub tx_count_24h: u32,
     /// The card's average amount over 30 days.
-    #[schema(minimum = 0.0)]
+    #[schema(minimum = 0.0, maximum = 1e15)]
     pub avg_amount_30d: f64,
     /// IPv4 or IPv6 address of the buyer.
     #[schema(schema_with = ip_address_schema)]

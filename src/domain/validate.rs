@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{
-    FeatureRow, FieldError, Invalid, MAX_FIELD_ERRORS, MAX_ID_CHARS, MAX_TX_COUNT,
+    FeatureRow, FieldError, Invalid, MAX_FIELD_ERRORS, MAX_ID_CHARS, MAX_MAGNITUDE, MAX_TX_COUNT,
     ValidTransaction, clip, json_type,
 };
 
@@ -263,15 +263,19 @@ impl<'a> Validator<'a> {
 
     fn non_negative(&mut self, field: &str) -> Option<f64> {
         let x = self.number(field, "a number >= 0")?;
-        if x < 0.0 {
-            self.push(FieldError::new(
-                field,
-                "out_of_range",
-                format!("`{field}` must be >= 0. Given: {x}"),
-            ));
-            return None;
-        }
-        Some(x)
+        let wrong = if x < 0.0 {
+            ">= 0"
+        } else if x > MAX_MAGNITUDE {
+            "<= 1e15"
+        } else {
+            return Some(x);
+        };
+        self.push(FieldError::new(
+            field,
+            "out_of_range",
+            format!("`{field}` must be {wrong}. Given: {x}"),
+        ));
+        None
     }
 
     /// A non-negative integer (JSON Schema's notion: `12.0` counts), at most `max`.
