@@ -66,7 +66,10 @@ pub fn check_validator(data: &[u8]) {
             }
             let f = tx.features.0;
             assert_eq!(f.len(), N_FEATURES);
-            assert!(f.iter().all(|x| x.is_finite()), "NaN or infinite feature: {f:?}");
+            assert!(
+                f.iter().all(|x| x.is_finite()),
+                "NaN or infinite feature: {f:?}"
+            );
             assert!(f.iter().all(|&x| x >= 0.0), "negative feature: {f:?}");
             assert!(f[2] < 24.0 && f[2].fract() == 0.0, "hour {}", f[2]);
             assert!(f[3] <= 9999.0 && f[3].fract() == 0.0, "mcc {}", f[3]);
