@@ -45,6 +45,7 @@ pub struct Gateway {
 pub struct Clients {
     pub sagemaker: Option<aws_sdk_sagemakerruntime::Client>,
     pub kinesis: Option<aws_sdk_kinesis::Client>,
+    pub dynamodb: Option<aws_sdk_dynamodb::Client>,
 }
 
 impl Gateway {
@@ -57,31 +58,30 @@ impl Gateway {
     /// [`Gateway::build`] with some AWS clients given.
     pub async fn build_with(config: &Config, clients: Clients) -> Result<Self, StartError> {
         let auth = Auth::from_config(config, |name| std::env::var(name).ok())?;
-        let model = model::build(config, clients.sagemaker).await?;
+        let model = model::build(config, clients.sagemaker.clone()).await?;
         tracing::info!(model = model.label(), "model ready");
-        let gateway = Self::with_model(config, model, auth);
-        match &config.kinesis {
-            Some(kinesis) => {
-                let client = match clients.kinesis {
-                    Some(client) => client,
-                    None => crate::kinesis::client(kinesis).await,
-                };
-                gateway.with_consumer(client)
-            }
-            None => Ok(gateway),
-        }
+        Self::with_model(config, model, auth)
+            .with_consumer(clients)
+            .await
     }
 
-    /// Adds the stream consumer of the `[kinesis]` section, reading with `client` (tests put
-    /// one in front of a custom model); without that section, the gateway as it is.
-    pub fn with_consumer(mut self, client: aws_sdk_kinesis::Client) -> Result<Self, StartError> {
+    /// Adds the stream consumer of the `[kinesis]` section, with the clients given (tests put
+    /// one in front of a custom model) and the others from the standard chain; without that
+    /// section, the gateway as it is.
+    pub async fn with_consumer(mut self, clients: Clients) -> Result<Self, StartError> {
         if let Some(kinesis) = &self.config.kinesis {
+            let client = match clients.kinesis {
+                Some(client) => client,
+                None => crate::kinesis::client(kinesis).await,
+            };
             let consumer = Consumer::new(
                 client,
+                clients.dynamodb,
                 kinesis.clone(),
                 self.state.scoring.clone(),
                 self.state.health.clone(),
-            )?;
+            )
+            .await?;
             self.consumer = Some(Arc::new(consumer));
         }
         Ok(self)

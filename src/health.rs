@@ -67,6 +67,8 @@ pub enum NotReady {
     Shards(Vec<ShardProblem>),
     #[error("the model is not ready")]
     Model,
+    #[error("the stream consumer cannot reach its lease table: {0}")]
+    Leases(String),
 }
 
 /// Shared by the health routes and the stream consumer; cheap to clone.
@@ -86,6 +88,8 @@ struct StreamStatus {
     /// Set while the consumer cannot read its stream (listing shards or reading one failed),
     /// with the reason; cleared by the next successful call.
     failing: Option<String>,
+    /// Set while the consumer cannot read or renew its shard leases, with the reason.
+    leases_failing: Option<String>,
     shards: BTreeMap<String, ShardStatus>,
     /// The consumer's stream, and how long a shard may go without reading before it stalls
     /// (set when a consumer starts).
@@ -135,6 +139,9 @@ impl Health {
         if self.stream().failing.is_some() {
             return Err(NotReady::Stream);
         }
+        if let Some(reason) = self.stream().leases_failing.clone() {
+            return Err(NotReady::Leases(reason));
+        }
         let problems = self.shard_problems();
         if !problems.is_empty() {
             return Err(NotReady::Shards(problems));
@@ -162,6 +169,11 @@ impl Health {
     /// The consumer cannot reach its stream, for `reason`.
     pub fn stream_failed(&self, reason: impl Into<String>) {
         self.stream().failing = Some(reason.into());
+    }
+
+    /// Whether the last lease cycle (renew, read the table, take) worked: `Err` with why not.
+    pub fn leases(&self, result: Result<(), String>) {
+        self.stream().leases_failing = result.err();
     }
 
     /// Why the consumer cannot reach its stream, while it cannot.

@@ -4,165 +4,20 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use common::peers::Kinesalite;
-use common::{TestApp, serve, transaction};
-use infergate::config::{CheckpointConfig, InitialPosition, KinesisConfig, SinkConfig};
+use common::serve;
+use common::stream::{
+    Dirs, config, create_stream, lines, put, seq_key, start, transactions, wait_active,
+    wait_for_lines,
+};
+use infergate::Gateway;
+use infergate::config::SinkConfig;
 use infergate::gateway::Clients;
 use infergate::model::Model;
-use infergate::{Config, Gateway};
 use serde_json::{Value, json};
-
-struct Dirs {
-    root: PathBuf,
-}
-
-impl Dirs {
-    fn new(name: &str) -> Self {
-        let root =
-            std::env::temp_dir().join(format!("infergate-kinesis-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
-        Self { root }
-    }
-    fn scored(&self) -> PathBuf {
-        self.root.join("scored.jsonl")
-    }
-    fn dead(&self) -> PathBuf {
-        self.root.join("dead.jsonl")
-    }
-}
-
-impl Drop for Dirs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-fn config(stream: &str, kinesalite: &Kinesalite, dirs: &Dirs, max_records: i32) -> Config {
-    Config {
-        kinesis: Some(KinesisConfig {
-            stream: format!("arn:aws:kinesis:us-east-1:000000000000:stream/{stream}"),
-            region: Some("us-east-1".into()),
-            endpoint_url: Some(kinesalite.url.clone()),
-            initial_position: InitialPosition::TrimHorizon,
-            initial_timestamp: None,
-            poll_interval_ms: 50,
-            max_records,
-            shard_discovery_ms: 500,
-            stall_timeout_ms: 30_000,
-            reset_invalid_checkpoints: false,
-            checkpoint: CheckpointConfig::File {
-                dir: dirs.root.join("checkpoints"),
-            },
-            sink: SinkConfig::File {
-                path: dirs.scored(),
-            },
-            dead_letter: SinkConfig::File { path: dirs.dead() },
-        }),
-        ..Config::default()
-    }
-}
-
-async fn start(config: &Config, kinesalite: &Kinesalite) -> TestApp {
-    let clients = Clients {
-        kinesis: Some(kinesalite.client()),
-        ..Clients::default()
-    };
-    let gateway = Gateway::build_with(config, clients)
-        .await
-        .expect("the gateway builds");
-    serve(gateway).await
-}
-
-async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
-    client
-        .create_stream()
-        .stream_name(name)
-        .shard_count(shards)
-        .send()
-        .await
-        .expect("the stream is created");
-    wait_active(client, name).await;
-}
-
-/// Puts `(partition key, data)` records, 500 per call, retrying failed entries.
-async fn put(client: &aws_sdk_kinesis::Client, stream: &str, records: &[(String, Vec<u8>)]) {
-    for chunk in records.chunks(500) {
-        let mut pending: Vec<&(String, Vec<u8>)> = chunk.iter().collect();
-        while !pending.is_empty() {
-            let entries = pending
-                .iter()
-                .map(|(key, data)| {
-                    PutRecordsRequestEntry::builder()
-                        .partition_key(key)
-                        .data(Blob::new(data.clone()))
-                        .build()
-                        .unwrap()
-                })
-                .collect::<Vec<_>>();
-            let out = client
-                .put_records()
-                .stream_name(stream)
-                .set_records(Some(entries))
-                .send()
-                .await
-                .expect("put_records");
-            pending = pending
-                .into_iter()
-                .zip(out.records())
-                .filter(|(_, r)| r.error_code().is_some())
-                .map(|(p, _)| p)
-                .collect();
-        }
-    }
-}
-
-/// The whole lines of a results file, each parsed. A last line without its newline is being
-/// written (or was torn by a kill, to be cut at the sink's next start): it is not read yet.
-fn lines(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-    whole
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("every whole line is JSON"))
-        .collect()
-}
-
-async fn wait_for_lines(path: &Path, n: usize, within: Duration) -> Vec<Value> {
-    let started = std::time::Instant::now();
-    loop {
-        let got = lines(path);
-        if got.len() >= n || started.elapsed() > within {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Sequence numbers are decimal strings up to 128 bits: compare them as numbers.
-fn seq_key(v: &Value) -> (usize, String) {
-    let s = v["sequence_number"].as_str().unwrap().to_owned();
-    (s.len(), s)
-}
-
-fn transactions(prefix: &str, n: usize) -> Vec<(String, Vec<u8>)> {
-    (0..n)
-        .map(|i| {
-            let card = format!("card-{}", i % 97);
-            let tx = transaction(
-                &format!("{prefix}-{i}"),
-                json!({"card_id": card, "amount": (i % 500) as f64 + 0.5}),
-            );
-            (card, tx.to_string().into_bytes())
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_is_scored_or_dead_lettered_once_in_shard_order() {
@@ -407,25 +262,6 @@ async fn open_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Stri
         })
         .map(|s| s.shard_id().to_owned())
         .collect()
-}
-
-async fn wait_active(client: &aws_sdk_kinesis::Client, stream: &str) {
-    for _ in 0..200 {
-        let d = client
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .unwrap();
-        if d.stream_description_summary()
-            .map(|s| s.stream_status().as_str())
-            == Some("ACTIVE")
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the stream {stream} never became active");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -768,7 +604,11 @@ async fn a_model_outage_holds_the_shard_and_every_record_ends_scored() {
     *model.fail_first.lock().unwrap() = 3;
     let auth = infergate::middleware::auth::Auth::from_config(&config, |_| None).unwrap();
     let gateway = Gateway::with_model(&config, Arc::clone(&model) as Arc<dyn Model>, auth)
-        .with_consumer(kinesalite.client())
+        .with_consumer(Clients {
+            kinesis: Some(kinesalite.client()),
+            ..Clients::default()
+        })
+        .await
         .expect("the consumer starts");
     let app = serve(gateway).await;
     put(&client, "outage", &transactions("m", 300)).await;

@@ -43,7 +43,9 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Health>, A
     if let Err(reason) = state.health.readiness() {
         let kind = match reason {
             NotReady::ShuttingDown => ErrorKind::ShuttingDown,
-            NotReady::Stream | NotReady::Shards(_) | NotReady::Model => ErrorKind::ModelUnavailable,
+            NotReady::Stream | NotReady::Shards(_) | NotReady::Model | NotReady::Leases(_) => {
+                ErrorKind::ModelUnavailable
+            }
         };
         return Err(ApiError::new(kind, reason.to_string()));
     }

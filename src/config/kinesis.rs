@@ -42,6 +42,14 @@ pub struct KinesisConfig {
     pub reset_invalid_checkpoints: bool,
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// Used with a DynamoDB checkpoint table.
+    #[serde(default)]
+    pub leases: LeasesConfig,
+    /// This instance's name in the lease table's `leaseOwner` (and in logs); default: host
+    /// name, process id and a random suffix. An instance restarted with the same id resumes
+    /// its leases at once instead of waiting for them to expire.
+    #[serde(default)]
+    pub worker_id: Option<String>,
     #[serde(default = "default_sink")]
     pub sink: SinkConfig,
     #[serde(default = "default_dead_letter")]
@@ -89,8 +97,40 @@ pub enum InitialPosition {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum CheckpointConfig {
-    /// A JSON file per stream in `dir`, replaced atomically on every checkpoint.
+    /// A JSON file per stream in `dir`, replaced atomically on every checkpoint: one instance.
     File { dir: PathBuf },
+    /// A DynamoDB lease table with KCL's attribute names: several instances share the stream's
+    /// shards (see `[kinesis.leases]`).
+    Dynamodb {
+        table: String,
+        /// Create the table (on-demand capacity) when it does not exist; otherwise a missing
+        /// table stops the start with a clear message.
+        #[serde(default)]
+        create: bool,
+        /// Override of DynamoDB's address (emulators); `AWS_ENDPOINT_URL_DYNAMODB` works too.
+        #[serde(default)]
+        endpoint_url: Option<String>,
+    },
+}
+
+/// How instances sharing a DynamoDB lease table divide the shards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeasesConfig {
+    /// A lease whose counter has not moved for this long (on the observer's own clock) is
+    /// expired and may be taken; holders renew every third of it.
+    pub failover_ms: u64,
+    /// Most leases one instance holds; 0 = no limit.
+    pub max_leases_per_worker: usize,
+}
+
+impl Default for LeasesConfig {
+    fn default() -> Self {
+        Self {
+            failover_ms: 10_000,
+            max_leases_per_worker: 0,
+        }
+    }
 }
 
 impl Default for CheckpointConfig {

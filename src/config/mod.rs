@@ -24,7 +24,7 @@ mod validate;
 
 pub use args::{Args, Command};
 pub use http::{HttpConfig, LimitsConfig};
-pub use kinesis::{CheckpointConfig, InitialPosition, KinesisConfig, SinkConfig};
+pub use kinesis::{CheckpointConfig, InitialPosition, KinesisConfig, LeasesConfig, SinkConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -249,3 +249,40 @@ fn endpoint_aliases_and_admin_bind_are_checked() {
     assert_eq!(config.admin_bind.unwrap().port(), 9001);
     assert_eq!(config.model.endpoint_aliases, ["fraud-v2", "*"]);
 }
+
+#[test]
+fn a_dynamodb_lease_table_and_its_settings_parse_and_are_checked() {
+    let file = write_config(
+        "[kinesis]\nstream = \"tx\"\nworker_id = \"gw-a\"\n\
+         checkpoint = { kind = \"dynamodb\", table = \"leases\", create = true, endpoint_url = \"http://127.0.0.1:4567\" }\n\
+         [kinesis.leases]\nfailover_ms = 3000\nmax_leases_per_worker = 8\n",
+    );
+    let config = Config::from_sources(&args(&["--config", file.0.to_str().unwrap()]), []).unwrap();
+    let kinesis = config.kinesis.unwrap();
+    assert_eq!(
+        kinesis.checkpoint,
+        super::CheckpointConfig::Dynamodb {
+            table: "leases".into(),
+            create: true,
+            endpoint_url: Some("http://127.0.0.1:4567".into()),
+        }
+    );
+    assert_eq!(kinesis.worker_id.as_deref(), Some("gw-a"));
+    assert_eq!(kinesis.leases.failover_ms, 3000);
+    assert_eq!(kinesis.leases.max_leases_per_worker, 8);
+
+    let file = write_config(
+        "[kinesis]\nstream = \"tx\"\nworker_id = \"\"\n\
+         checkpoint = { kind = \"dynamodb\", table = \"x\" }\n[kinesis.leases]\nfailover_ms = 100\n",
+    );
+    let err = Config::from_sources(&args(&["--config", file.0.to_str().unwrap()]), [])
+        .unwrap_err()
+        .to_string();
+    for needle in [
+        "`kinesis.checkpoint.table` must be a DynamoDB table name (3 to 255 characters). Given: \"x\"",
+        "`kinesis.leases.failover_ms` must be >= 300. Given: 100",
+        "`kinesis.worker_id` must not be empty",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}

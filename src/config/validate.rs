@@ -93,6 +93,23 @@ impl Config {
                     k.stall_timeout_ms, k.poll_interval_ms
                 ));
             }
+            if let super::CheckpointConfig::Dynamodb { table, .. } = &k.checkpoint
+                && !(3..=255).contains(&table.len())
+            {
+                errors.push(format!(
+                    "`kinesis.checkpoint.table` must be a DynamoDB table name (3 to 255 \
+                     characters). Given: {table:?}"
+                ));
+            }
+            if k.leases.failover_ms < 300 {
+                errors.push(format!(
+                    "`kinesis.leases.failover_ms` must be >= 300. Given: {}",
+                    k.leases.failover_ms
+                ));
+            }
+            if k.worker_id.as_ref().is_some_and(String::is_empty) {
+                errors.push("`kinesis.worker_id` must not be empty".to_owned());
+            }
             match (k.initial_position, &k.initial_timestamp) {
                 (InitialPosition::AtTimestamp, None) => errors
                     .push("`kinesis.initial_timestamp` is required with `AT_TIMESTAMP`".to_owned()),

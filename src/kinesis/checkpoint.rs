@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::KinesisError;
+use super::lease::Leases;
 
 /// Where a shard's consumer has got to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,10 +33,79 @@ pub struct CheckpointError {
     source: std::io::Error,
 }
 
-/// Checkpoints of one stream's shards.
-pub trait CheckpointStore: Send + Sync + 'static {
-    fn get(&self, shard_id: &str) -> Option<Checkpoint>;
-    fn save(&self, shard_id: &str, checkpoint: Checkpoint) -> Result<(), CheckpointError>;
+/// Where one stream's checkpoints live: a file (one instance reads every shard) or a DynamoDB
+/// lease table (each shard is read by the instance holding its lease). Two kinds, so an enum:
+/// no boxed futures on the checkpoint path.
+#[derive(Debug)]
+pub enum Store {
+    File(FileCheckpoints),
+    Leases(std::sync::Arc<Leases>),
+}
+
+impl Store {
+    /// The leases, when shards are shared with other instances.
+    pub fn leases(&self) -> Option<&std::sync::Arc<Leases>> {
+        match self {
+            Self::File(_) => None,
+            Self::Leases(leases) => Some(leases),
+        }
+    }
+
+    pub fn get(&self, shard_id: &str) -> Option<Checkpoint> {
+        match self {
+            Self::File(file) => file.get(shard_id),
+            Self::Leases(leases) => leases.get(shard_id),
+        }
+    }
+
+    /// Saves a checkpoint; with leases, only while this instance holds the shard's lease.
+    pub async fn save(&self, shard_id: &str, checkpoint: Checkpoint) -> Result<(), KinesisError> {
+        match self {
+            Self::File(file) => Ok(file.save(shard_id, checkpoint)?),
+            Self::Leases(leases) => leases.save(shard_id, checkpoint).await,
+        }
+    }
+
+    /// Whether a page's results for `shard_id` may be written now (fencing: never after the
+    /// lease may have gone to another instance).
+    pub fn may_write(&self, shard_id: &str) -> bool {
+        match self {
+            Self::File(_) => true,
+            Self::Leases(leases) => leases.may_write(shard_id),
+        }
+    }
+
+    /// The token a reader of `shard_id` stops on (`stop`, or the loss of its lease): a child
+    /// of `stop`, which the reader may cancel; `None` when this instance may not read the
+    /// shard now.
+    pub fn reader_token(
+        &self,
+        shard_id: &str,
+        stop: &CancellationToken,
+    ) -> Option<CancellationToken> {
+        match self {
+            Self::File(_) => Some(stop.child_token()),
+            Self::Leases(leases) => {
+                let lease = leases.start_reading(shard_id)?;
+                let reader = stop.child_token();
+                let stops = reader.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = lease.cancelled() => stops.cancel(),
+                        () = stops.cancelled() => {}
+                    }
+                });
+                Some(reader)
+            }
+        }
+    }
+
+    /// The reader of `shard_id` stopped.
+    pub fn reader_stopped(&self, shard_id: &str) {
+        if let Self::Leases(leases) = self {
+            leases.stopped_reading(shard_id);
+        }
+    }
 }
 
 /// Checkpoints in `dir/<stream>.json`.
@@ -94,8 +167,8 @@ impl FileCheckpoints {
     }
 }
 
-impl CheckpointStore for FileCheckpoints {
-    fn get(&self, shard_id: &str) -> Option<Checkpoint> {
+impl FileCheckpoints {
+    pub fn get(&self, shard_id: &str) -> Option<Checkpoint> {
         self.shards
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -103,7 +176,7 @@ impl CheckpointStore for FileCheckpoints {
             .cloned()
     }
 
-    fn save(&self, shard_id: &str, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
+    pub fn save(&self, shard_id: &str, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
         // Held across the write so that two shards' saves cannot interleave their files.
         let mut shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
         shards.insert(shard_id.to_owned(), checkpoint);

@@ -10,6 +10,7 @@
 
 pub mod checkpoint;
 pub mod kpl;
+pub mod lease;
 pub mod page;
 pub mod retry;
 mod shard;
@@ -28,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{CheckpointConfig, KinesisConfig, SinkConfig};
 use crate::health::Health;
 use crate::scoring::Scoring;
-use checkpoint::{CheckpointError, CheckpointStore, FileCheckpoints};
+use checkpoint::{CheckpointError, FileCheckpoints, Store};
+use lease::{Leases, NewLease, Table};
 use sink::{JsonlSink, KinesisSink, Sink, SinkError};
 
 /// Why the consumer could not start or go on.
@@ -54,6 +56,11 @@ pub enum KinesisError {
         sequence_number: String,
         message: String,
     },
+    /// Another instance took the shard's lease: this one stops reading it (not a failure).
+    #[error("the lease of shard {shard_id} is held by another instance now")]
+    LeaseLost { shard_id: String },
+    #[error("{0}")]
+    LeaseTable(String),
 }
 
 /// The SDK client for the stream (see [`crate::aws`]). Throughput errors are retried by the
@@ -78,7 +85,7 @@ pub struct Consumer {
     stream: String,
     scoring: Scoring,
     health: Health,
-    checkpoints: Arc<dyn CheckpointStore>,
+    checkpoints: Store,
     sink: Sink,
     dead_letters: Sink,
     /// Wakes discovery early when a shard ends, so its children start without waiting.
@@ -95,21 +102,54 @@ impl std::fmt::Debug for Consumer {
 
 struct ShardInfo {
     parents: Vec<String>,
+    hash_keys: Option<(String, String)>,
     /// The shard has an ending sequence number: it is closed (after a reshard).
     closed: bool,
 }
 
 impl Consumer {
-    pub fn new(
+    /// The consumer of `config`'s stream; `dynamodb` reaches its lease table, when it has
+    /// one (`None`: a client from the standard chain).
+    pub async fn new(
         client: Client,
+        dynamodb: Option<aws_sdk_dynamodb::Client>,
         config: KinesisConfig,
         scoring: Scoring,
         health: Health,
     ) -> Result<Self, KinesisError> {
         let stream = stream_name(&config.stream).to_owned();
         health.watch_shards(&stream, Duration::from_millis(config.stall_timeout_ms));
-        let checkpoints: Arc<dyn CheckpointStore> = match &config.checkpoint {
-            CheckpointConfig::File { dir } => Arc::new(FileCheckpoints::open(dir, &stream)?),
+        let checkpoints = match &config.checkpoint {
+            CheckpointConfig::File { dir } => Store::File(FileCheckpoints::open(dir, &stream)?),
+            CheckpointConfig::Dynamodb {
+                table,
+                create,
+                endpoint_url,
+            } => {
+                let dynamodb = match dynamodb {
+                    Some(client) => client,
+                    None => {
+                        let sdk = crate::aws::sdk_config(
+                            config.region.as_deref(),
+                            endpoint_url.as_deref(),
+                        )
+                        .await;
+                        aws_sdk_dynamodb::Client::new(&sdk)
+                    }
+                };
+                let table = Table::open(dynamodb, table, *create).await?;
+                let worker = config
+                    .worker_id
+                    .clone()
+                    .unwrap_or_else(lease::default_worker_id);
+                tracing::info!(worker = %worker, "sharing the stream's shards through leases");
+                Store::Leases(Arc::new(Leases::new(
+                    table,
+                    worker,
+                    &config.leases,
+                    config.initial_position,
+                )))
+            }
         };
         let open = |sink: &SinkConfig| -> Result<Sink, SinkError> {
             Ok(match sink {
@@ -134,44 +174,35 @@ impl Consumer {
     }
 
     /// Runs until `stop`: readers finish the batch in hand, checkpoint it, and the sinks are
-    /// synced to disk.
+    /// synced to disk; with leases, they are then released for the other instances.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let leases = self.checkpoints.leases().cloned();
+        // Leases are renewed until the readers have checkpointed their last pages.
+        let renewing = CancellationToken::new();
+        let cycles = leases.clone().map(|leases| {
+            tokio::spawn(lease_cycles(
+                leases,
+                self.health.clone(),
+                stop.clone(),
+                renewing.clone(),
+            ))
+        });
         let mut readers: HashMap<String, JoinHandle<Result<(), KinesisError>>> = HashMap::new();
         let mut ended: HashSet<String> = HashSet::new();
         let discovery = Duration::from_millis(self.config.shard_discovery_ms);
         loop {
-            // Readers that stopped: ended shards are done, failed ones start again below.
-            let finished: Vec<String> = readers
-                .iter()
-                .filter(|(_, h)| h.is_finished())
-                .map(|(id, _)| id.clone())
-                .collect();
-            for shard_id in finished {
-                let handle = readers.remove(&shard_id).expect("listed above");
-                match handle.await {
-                    Ok(Ok(())) if stop.is_cancelled() => {}
-                    Ok(Ok(())) => {
-                        ended.insert(shard_id);
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(shard = %shard_id, error = %e, "shard reader failed; restarting it");
-                        metrics::counter!("infergate_kinesis_reader_restarts_total").increment(1);
-                        self.health.shard_failed(&shard_id, e.to_string());
-                    }
-                    Err(e) => {
-                        tracing::error!(shard = %shard_id, error = %e, "shard reader panicked; restarting it");
-                        metrics::counter!("infergate_kinesis_reader_restarts_total").increment(1);
-                        self.health
-                            .shard_failed(&shard_id, format!("the reader panicked: {e}"));
-                    }
-                }
-            }
+            self.reap(&mut readers, &mut ended).await;
             if stop.is_cancelled() {
                 break;
             }
             match self.list_shards().await {
                 Ok(shards) => {
                     self.health.stream_ok();
+                    if let Some(leases) = &leases
+                        && let Err(e) = leases.create_missing(&new_leases(&shards)).await
+                    {
+                        tracing::warn!(error = %e, "cannot create the leases of new shards");
+                    }
                     for (shard_id, info) in &shards {
                         if readers.contains_key(shard_id) || ended.contains(shard_id) {
                             continue;
@@ -181,23 +212,31 @@ impl Consumer {
                             continue;
                         }
                         // Children wait for their parents (those still listed) to end, so a
-                        // partition key's records stay in order across a split or merge.
-                        let parents_done = info.parents.iter().all(|p| {
-                            !shards.contains_key(p)
-                                || ended.contains(p)
-                                || self.checkpoints.get(p).is_some_and(|c| c.ended)
-                        });
+                        // partition key's records stay in order across a split or merge. With
+                        // leases, a child's lease is taken only once its parents' have ended.
+                        let parents_done = leases.is_some()
+                            || info.parents.iter().all(|p| {
+                                !shards.contains_key(p)
+                                    || ended.contains(p)
+                                    || self.checkpoints.get(p).is_some_and(|c| c.ended)
+                            });
                         if !parents_done {
                             continue;
                         }
+                        let Some(token) = self.checkpoints.reader_token(shard_id, &stop) else {
+                            continue;
+                        };
                         self.health.shard_started(shard_id);
                         let consumer = Arc::clone(&self);
-                        let (id, closed, stop) = (shard_id.clone(), info.closed, stop.clone());
+                        let (id, closed) = (shard_id.clone(), info.closed);
+                        // Cancelling its own token when the reader ends ends what watches it.
+                        let done = token.clone().drop_guard();
                         readers.insert(
                             shard_id.clone(),
-                            tokio::spawn(
-                                async move { consumer.read_shard(id, closed, stop).await },
-                            ),
+                            tokio::spawn(async move {
+                                let _done = done;
+                                consumer.read_shard(id, closed, token).await
+                            }),
                         );
                     }
                     metrics::gauge!("infergate_kinesis_shards_reading").set(readers.len() as f64);
@@ -208,23 +247,78 @@ impl Consumer {
                 }
             }
             self.health.record_stalled_shards();
+            let taken = async {
+                match &leases {
+                    Some(leases) => leases.taken.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = stop.cancelled() => {}
                 () = tokio::time::sleep(discovery) => {}
                 () = self.shard_ended.notified() => {}
+                () = taken => {}
             }
         }
         for (shard_id, handle) in readers {
             if let Ok(Err(e)) = handle.await {
                 tracing::warn!(shard = %shard_id, error = %e, "shard reader stopped with an error");
             }
+            self.checkpoints.reader_stopped(&shard_id);
         }
         for sink in [&self.sink, &self.dead_letters] {
             if let Err(e) = sink.sync() {
                 tracing::error!(error = %e, "cannot sync a sink at shutdown");
             }
         }
+        renewing.cancel();
+        if let Some(cycles) = cycles {
+            let _ = cycles.await;
+        }
+        if let Some(leases) = &leases {
+            leases.release_all().await;
+        }
         tracing::info!(stream = %self.stream, "consumer stopped");
+    }
+
+    /// Collects the readers that stopped: ended shards are done, failed ones start again on
+    /// the next discovery, and a shard whose lease went elsewhere is no longer this one's.
+    async fn reap(
+        &self,
+        readers: &mut HashMap<String, JoinHandle<Result<(), KinesisError>>>,
+        ended: &mut HashSet<String>,
+    ) {
+        let finished: Vec<String> = readers
+            .iter()
+            .filter(|(_, h)| h.is_finished())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for shard_id in finished {
+            let handle = readers.remove(&shard_id).expect("listed above");
+            let outcome = handle.await;
+            self.checkpoints.reader_stopped(&shard_id);
+            match outcome {
+                Ok(Ok(()) | Err(KinesisError::LeaseLost { .. })) => {
+                    if self.checkpoints.get(&shard_id).is_some_and(|c| c.ended) {
+                        ended.insert(shard_id);
+                    } else {
+                        // Stopped, or its lease is another instance's now.
+                        self.health.shard_done(&shard_id);
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(shard = %shard_id, error = %e, "shard reader failed; restarting it");
+                    metrics::counter!("infergate_kinesis_reader_restarts_total").increment(1);
+                    self.health.shard_failed(&shard_id, e.to_string());
+                }
+                Err(e) => {
+                    tracing::error!(shard = %shard_id, error = %e, "shard reader panicked; restarting it");
+                    metrics::counter!("infergate_kinesis_reader_restarts_total").increment(1);
+                    self.health
+                        .shard_failed(&shard_id, format!("the reader panicked: {e}"));
+                }
+            }
+        }
     }
 
     async fn list_shards(&self) -> Result<HashMap<String, ShardInfo>, KinesisError> {
@@ -249,6 +343,48 @@ impl Consumer {
     }
 }
 
+/// Renews, reads and takes leases every `failover_ms / 3` (and at once when new leases were
+/// created), reporting each cycle's outcome to readiness, until `renewing` is cancelled; from
+/// `stop` on, it only renews.
+async fn lease_cycles(
+    leases: Arc<Leases>,
+    health: Health,
+    stop: CancellationToken,
+    renewing: CancellationToken,
+) {
+    loop {
+        let result = leases.cycle(&stop).await;
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "lease cycle failed");
+        }
+        health.leases(result.map_err(|e| e.to_string()));
+        tokio::select! {
+            () = renewing.cancelled() => return,
+            () = tokio::time::sleep(leases.cycle_every()) => {}
+            () = leases.wake.notified() => {}
+        }
+    }
+}
+
+/// The listed shards as new leases, parents first (a child's id is always greater than its
+/// parents'), so that no instance sees a child's lease without its parents'.
+fn new_leases(shards: &HashMap<String, ShardInfo>) -> Vec<(String, NewLease)> {
+    let mut leases: Vec<(String, NewLease)> = shards
+        .iter()
+        .map(|(id, info)| {
+            let (starting, ending) = info.hash_keys.clone().unzip();
+            let new = NewLease {
+                parents: info.parents.clone(),
+                starting_hash_key: starting,
+                ending_hash_key: ending,
+            };
+            (id.clone(), new)
+        })
+        .collect();
+    leases.sort_by(|a, b| a.0.cmp(&b.0));
+    leases
+}
+
 fn shard_info(shard: &Shard) -> ShardInfo {
     let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
         .into_iter()
@@ -259,7 +395,17 @@ fn shard_info(shard: &Shard) -> ShardInfo {
         .sequence_number_range()
         .and_then(|r| r.ending_sequence_number())
         .is_some();
-    ShardInfo { parents, closed }
+    let hash_keys = shard.hash_key_range().map(|r| {
+        (
+            r.starting_hash_key().to_owned(),
+            r.ending_hash_key().to_owned(),
+        )
+    });
+    ShardInfo {
+        parents,
+        hash_keys,
+        closed,
+    }
 }
 
 fn aws_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(

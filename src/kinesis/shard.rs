@@ -41,7 +41,8 @@ impl Consumer {
             match after {
                 Ok(out) => return Ok(out.shard_iterator().map(str::to_owned)),
                 Err(e) if e.code() == Some("InvalidArgumentException") => {
-                    self.rejected_checkpoint(shard_id, sequence, aws_message(&e))?;
+                    self.rejected_checkpoint(shard_id, sequence, aws_message(&e))
+                        .await?;
                 }
                 Err(e) => return Err(aws_error("GetShardIterator", &e)),
             }
@@ -81,7 +82,7 @@ impl Consumer {
     /// error that names the way out, or, with `reset_invalid_checkpoints`, the checkpoint
     /// dropped (saved without a sequence number, so the shard reads from the initial position
     /// until its next page is checkpointed).
-    fn rejected_checkpoint(
+    async fn rejected_checkpoint(
         &self,
         shard_id: &str,
         sequence_number: String,
@@ -104,15 +105,16 @@ impl Consumer {
         );
         metrics::counter!("infergate_kinesis_checkpoint_resets_total", "shard" => shard_id.to_owned())
             .increment(1);
-        self.checkpoints.save(
-            shard_id,
-            Checkpoint {
-                sequence_number: None,
-                sub_sequence_number: None,
-                ended: false,
-            },
-        )?;
-        Ok(())
+        self.checkpoints
+            .save(
+                shard_id,
+                Checkpoint {
+                    sequence_number: None,
+                    sub_sequence_number: None,
+                    ended: false,
+                },
+            )
+            .await
     }
 
     /// Reads one shard until it ends (`Ok`), `stop` (`Ok`), or an error the discovery loop
@@ -128,7 +130,7 @@ impl Consumer {
         let mut throttled = 0u32;
         loop {
             let Some(current) = iterator.clone() else {
-                return self.end_shard(&shard_id);
+                return self.end_shard(&shard_id).await;
             };
             let call = self
                 .client
@@ -187,7 +189,7 @@ impl Consumer {
             // Some emulators never close a finished shard's iterator: a closed shard that has
             // nothing more and nothing behind is at its end.
             if closed && records.is_empty() && out.millis_behind_latest() == Some(0) {
-                return self.end_shard(&shard_id);
+                return self.end_shard(&shard_id).await;
             }
             if records.is_empty() && iterator.is_some() {
                 tokio::select! {
@@ -198,16 +200,18 @@ impl Consumer {
         }
     }
 
-    fn end_shard(&self, shard_id: &str) -> Result<(), KinesisError> {
+    async fn end_shard(&self, shard_id: &str) -> Result<(), KinesisError> {
         let previous = self.checkpoints.get(shard_id);
-        self.checkpoints.save(
-            shard_id,
-            Checkpoint {
-                sequence_number: previous.as_ref().and_then(|c| c.sequence_number.clone()),
-                sub_sequence_number: previous.and_then(|c| c.sub_sequence_number),
-                ended: true,
-            },
-        )?;
+        self.checkpoints
+            .save(
+                shard_id,
+                Checkpoint {
+                    sequence_number: previous.as_ref().and_then(|c| c.sequence_number.clone()),
+                    sub_sequence_number: previous.and_then(|c| c.sub_sequence_number),
+                    ended: true,
+                },
+            )
+            .await?;
         tracing::info!(shard = %shard_id, "shard ended");
         self.health.shard_done(shard_id);
         self.shard_ended.notify_one();
@@ -254,13 +258,19 @@ impl Consumer {
         let Ok(scores) = scored else {
             return Ok(false);
         };
+        // Fencing: once the lease may be another instance's, nothing more is written.
+        if !self.checkpoints.may_write(shard_id) {
+            return Err(KinesisError::LeaseLost {
+                shard_id: shard_id.to_owned(),
+            });
+        }
         let lines = page.lines(shard_id, scores);
         self.sink.write(&lines.scored).await?;
         self.dead_letters.write(&lines.dead_letters).await?;
         metrics::counter!("infergate_kinesis_dead_letters_total", &labels)
             .increment(lines.dead_letters.len() as u64);
         if let Some(checkpoint) = page.checkpoint() {
-            self.checkpoints.save(shard_id, checkpoint)?;
+            self.checkpoints.save(shard_id, checkpoint).await?;
         }
         self.health.shard_read(shard_id);
         metrics::counter!("infergate_kinesis_batches_total", &labels).increment(1);

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod peers;
+pub mod stream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

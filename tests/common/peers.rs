@@ -220,57 +220,19 @@ pub struct Kinesalite {
 
 impl Kinesalite {
     pub async fn start() -> Self {
-        let dir = std::env::var_os("TEST_NODE_DIR")
-            .map(std::path::PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .map(|h| std::path::PathBuf::from(h).join(".cache/infergate/node"))
-            })
-            .expect("TEST_NODE_DIR or HOME is set");
-        let cli = dir.join("node_modules/kinesalite/cli.js");
-        assert!(
-            cli.exists(),
-            "{} is missing: run scripts/test, which installs kinesalite (npm) into {}",
-            cli.display(),
-            dir.display()
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("node")
-            .arg(&cli)
-            .args(["--port", &port.to_string()])
-            .args([
+        let (url, child) = node_peer(
+            "kinesalite",
+            &[
                 "--createStreamMs",
                 "0",
                 "--deleteStreamMs",
                 "0",
                 "--updateStreamMs",
                 "0",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node runs kinesalite");
-        let kinesalite = Self {
-            url: format!("http://127.0.0.1:{port}"),
-            child,
-        };
-        for _ in 0..300 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return kinesalite;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "kinesalite did not listen on {} within 15 s",
-            kinesalite.url
-        );
+            ],
+        )
+        .await;
+        Self { url, child }
     }
 
     pub fn client(&self) -> aws_sdk_kinesis::Client {
@@ -291,6 +253,97 @@ impl Kinesalite {
 }
 
 impl Drop for Kinesalite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the npm package `package`'s CLI (installed into `TEST_NODE_DIR` by scripts/test) on a
+/// free loopback port: its URL once it listens, and the process.
+async fn node_peer(package: &str, args: &[&str]) -> (String, Child) {
+    let dir = std::env::var_os("TEST_NODE_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| std::path::PathBuf::from(h).join(".cache/infergate/node"))
+        })
+        .expect("TEST_NODE_DIR or HOME is set");
+    let cli = dir.join("node_modules").join(package).join("cli.js");
+    assert!(
+        cli.exists(),
+        "{} is missing: run scripts/test, which installs {package} (npm) into {}",
+        cli.display(),
+        dir.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new("node")
+        .arg(&cli)
+        .args(["--port", &port.to_string()])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("node runs {package}: {e}"));
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return (format!("http://127.0.0.1:{port}"), child);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("{package} did not listen on port {port} within 15 s");
+}
+
+/// dynalite (DynamoDB on LevelDB, in memory) on a free loopback port, stopped on drop.
+pub struct Dynalite {
+    pub url: String,
+    child: Child,
+}
+
+impl Dynalite {
+    pub async fn start() -> Self {
+        let (url, child) = node_peer(
+            "dynalite",
+            &[
+                "--createTableMs",
+                "0",
+                "--deleteTableMs",
+                "0",
+                "--updateTableMs",
+                "0",
+            ],
+        )
+        .await;
+        Self { url, child }
+    }
+
+    pub fn client(&self) -> aws_sdk_dynamodb::Client {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .endpoint_url(&self.url)
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "AKIDDYNAMODBTEST",
+                "dynamodb-test-secret",
+                None,
+                None,
+                "test",
+            ))
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+    }
+}
+
+impl Drop for Dynalite {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
