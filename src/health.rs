@@ -90,6 +90,8 @@ struct StreamStatus {
     failing: Option<String>,
     /// Set while the consumer cannot read or renew its shard leases, with the reason.
     leases_failing: Option<String>,
+    /// With DynamoDB leases: this instance's worker id and the shards it holds.
+    leases: Option<(String, Vec<String>)>,
     shards: BTreeMap<String, ShardStatus>,
     /// The consumer's stream, and how long a shard may go without reading before it stalls
     /// (set when a consumer starts).
@@ -174,6 +176,17 @@ impl Health {
     /// Whether the last lease cycle (renew, read the table, take) worked: `Err` with why not.
     pub fn leases(&self, result: Result<(), String>) {
         self.stream().leases_failing = result.err();
+    }
+
+    /// With DynamoDB leases, after each lease cycle: this instance's worker id and the shards
+    /// it holds leases for.
+    pub fn leases_held(&self, worker: &str, shards: Vec<String>) {
+        self.stream().leases = Some((worker.to_owned(), shards));
+    }
+
+    /// The worker id and held shards last reported, when the consumer uses leases.
+    pub fn lease_holding(&self) -> Option<(String, Vec<String>)> {
+        self.stream().leases.clone()
     }
 
     /// Why the consumer cannot reach its stream, while it cannot.

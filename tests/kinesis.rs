@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::peers::Kinesalite;
 use common::serve;
 use common::stream::{
-    Dirs, config, create_stream, lines, put, seq_key, start, transactions, wait_active,
-    wait_for_lines,
+    Dirs, config, create_stream, lines, midpoint, open_shards, put, seq_key, start, transactions,
+    wait_active, wait_for_lines,
 };
 use infergate::Gateway;
 use infergate::config::SinkConfig;
@@ -223,45 +223,6 @@ async fn kpl_aggregated_and_plain_records_mix_and_a_corrupt_one_is_a_dead_letter
         "the corrupt record read as plain"
     );
     assert!(dead[0]["sub_sequence_number"].is_null());
-}
-
-/// The starting hash key halfway through a shard's range.
-async fn midpoint(client: &aws_sdk_kinesis::Client, stream: &str, shard_id: &str) -> String {
-    let shards = client
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .unwrap();
-    let shard = shards
-        .shards()
-        .iter()
-        .find(|s| s.shard_id() == shard_id)
-        .expect("the shard is listed");
-    let range = shard.hash_key_range().unwrap();
-    let start: u128 = range.starting_hash_key().parse().unwrap();
-    let end: u128 = range.ending_hash_key().parse().unwrap();
-    (start + (end - start) / 2).to_string()
-}
-
-async fn open_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<String> {
-    let shards = client
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .unwrap();
-    shards
-        .shards()
-        .iter()
-        .filter(|s| {
-            s.sequence_number_range()
-                .unwrap()
-                .ending_sequence_number()
-                .is_none()
-        })
-        .map(|s| s.shard_id().to_owned())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,20 @@ pub struct Health {
     pub model: String,
     /// Rows admitted and not yet answered.
     pub queued_rows: usize,
+    /// With a DynamoDB lease table: the shards this instance reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leases: Option<LeaseStatus>,
+}
+
+/// This instance's share of the stream, when instances share it through leases.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LeaseStatus {
+    /// Its name in the lease table (`leaseOwner`).
+    #[schema(example = "gateway-a")]
+    pub worker_id: String,
+    /// The shards it holds leases for.
+    #[schema(example = json!(["shardId-000000000000", "shardId-000000000002"]))]
+    pub shards: Vec<String>,
 }
 
 /// The process is up (restart it if this fails).
@@ -57,6 +71,10 @@ fn health(state: &AppState, status: &str) -> Health {
         status: status.to_owned(),
         model: state.scoring.model().label().to_owned(),
         queued_rows: state.scoring.pipeline().queued_rows(),
+        leases: state
+            .health
+            .lease_holding()
+            .map(|(worker_id, shards)| LeaseStatus { worker_id, shards }),
     }
 }
 

@@ -358,6 +358,7 @@ async fn lease_cycles(
             tracing::warn!(error = %e, "lease cycle failed");
         }
         health.leases(result.map_err(|e| e.to_string()));
+        health.leases_held(leases.worker(), leases.held_shards());
         tokio::select! {
             () = renewing.cancelled() => return,
             () = tokio::time::sleep(leases.cycle_every()) => {}

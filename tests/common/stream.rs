@@ -182,3 +182,42 @@ pub async fn wait_active(client: &aws_sdk_kinesis::Client, stream: &str) {
     }
     panic!("the stream {stream} never became active");
 }
+
+/// The starting hash key halfway through a shard's range.
+pub async fn midpoint(client: &aws_sdk_kinesis::Client, stream: &str, shard_id: &str) -> String {
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    let shard = shards
+        .shards()
+        .iter()
+        .find(|s| s.shard_id() == shard_id)
+        .expect("the shard is listed");
+    let range = shard.hash_key_range().unwrap();
+    let start: u128 = range.starting_hash_key().parse().unwrap();
+    let end: u128 = range.ending_hash_key().parse().unwrap();
+    (start + (end - start) / 2).to_string()
+}
+
+pub async fn open_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<String> {
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    shards
+        .shards()
+        .iter()
+        .filter(|s| {
+            s.sequence_number_range()
+                .unwrap()
+                .ending_sequence_number()
+                .is_none()
+        })
+        .map(|s| s.shard_id().to_owned())
+        .collect()
+}

@@ -35,14 +35,19 @@ impl Leases {
         for key in &plan.take {
             let lease = by_key[key.as_str()];
             let reason = match lease.owner.as_deref() {
-                None => "unowned",
+                None if lease.counter == 0 => "new",
+                None => "released",
                 Some(owner) if owner == self.worker && lease.checkpoint_owner.is_some() => {
-                    "handed_over"
+                    "expired"
+                }
+                Some(owner) if owner == self.worker && lock(&self.stealing).contains(key) => {
+                    "stolen"
                 }
                 Some(owner) if owner == self.worker => "resumed",
                 Some(_) => "expired",
             };
             self.take(lease, reason).await?;
+            lock(&self.stealing).remove(key);
         }
         if let Some(key) = &plan.steal {
             let lease = by_key[key.as_str()];
@@ -51,6 +56,7 @@ impl Leases {
                     row.checkpoint_owner = row.owner.replace(self.worker.clone());
                     row.counter += 1;
                 }
+                lock(&self.stealing).insert(key.clone());
                 tracing::info!(
                     shard = %key, from = lease.owner.as_deref().unwrap_or("-"),
                     "stealing the shard's lease toward an even spread; its owner hands it over"

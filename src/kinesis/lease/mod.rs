@@ -171,6 +171,8 @@ pub struct Leases {
     seen: Mutex<HashMap<String, Seen>>,
     /// The shards the stream listed last (known once the consumer has listed them).
     listed: Mutex<Option<HashSet<String>>>,
+    /// Leases this worker stole and waits to be handed over.
+    stealing: Mutex<HashSet<String>>,
     /// Wakes the consumer's discovery loop when a lease is taken.
     pub taken: tokio::sync::Notify,
     /// Wakes the lease cycle early: leases were created, or a reader of a lease being handed
@@ -195,6 +197,7 @@ impl Leases {
             rows: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
             listed: Mutex::new(None),
+            stealing: Mutex::new(HashSet::new()),
             taken: tokio::sync::Notify::new(),
             wake: tokio::sync::Notify::new(),
         }
