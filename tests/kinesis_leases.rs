@@ -87,6 +87,23 @@ impl Instance {
         }
     }
 
+    /// Its lease table calls so far, by purpose, from `/metrics`.
+    async fn table_calls(&self) -> BTreeMap<String, f64> {
+        let text = reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter_map(|line| {
+                line.strip_prefix("infergate_kinesis_lease_table_calls_total{call=\"")
+            })
+            .filter_map(|rest| rest.split_once("\"} "))
+            .map(|(call, value)| (call.to_owned(), value.parse().unwrap()))
+            .collect()
+    }
+
     /// Its `/health/ready` answer, once it serves.
     async fn ready(&self) -> Value {
         for _ in 0..100 {
@@ -271,6 +288,33 @@ async fn instances_share_the_shards_evenly_and_score_every_record_once() {
             .collect();
         assert_eq!(&held, read, "{ready}");
     }
+
+    // In steady state, an idle shard costs its renewals only (one per cycle, every 500 ms
+    // here), and each instance one scan per cycle.
+    let before = (a.table_calls().await, b.table_calls().await);
+    let window = Duration::from_secs(6);
+    tokio::time::sleep(window).await;
+    let after = (a.table_calls().await, b.table_calls().await);
+    let delta = |call: &str| {
+        after.0.get(call).unwrap_or(&0.0) + after.1.get(call).unwrap_or(&0.0)
+            - before.0.get(call).unwrap_or(&0.0)
+            - before.1.get(call).unwrap_or(&0.0)
+    };
+    let per_minute = 60.0 / window.as_secs_f64();
+    let (renewals, scans, others) = (
+        delta("renew") * per_minute / 4.0,
+        delta("scan") * per_minute / 2.0,
+        ["checkpoint", "take", "steal", "create_lease", "release"].map(delta),
+    );
+    eprintln!(
+        "steady state, failover 1500 ms: {renewals:.0} renewals per shard per minute, \
+         {scans:.0} scans per instance per minute, other calls {others:?}"
+    );
+    assert!(
+        renewals <= 60_000.0 / 500.0 * 1.2,
+        "{renewals} renewals per shard per minute"
+    );
+    assert_eq!(others, [0.0; 5], "an idle shard writes nothing else");
 
     // The table is KCL's: its attribute names, a sequence number as the checkpoint.
     let rows = table(&dynamodb).await;

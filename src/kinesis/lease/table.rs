@@ -70,6 +70,11 @@ fn failed<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
     }
 }
 
+/// Counts a call to the table, by what it is for.
+fn count(purpose: &'static str) {
+    metrics::counter!("infergate_kinesis_lease_table_calls_total", "call" => purpose).increment(1);
+}
+
 /// A conditional write's outcome: a failed condition is an answer, not an error.
 fn conditional<T, E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
     operation: &'static str,
@@ -155,6 +160,7 @@ impl Table {
 
     /// Every lease, read consistently.
     pub async fn scan(&self) -> Result<Vec<Lease>, KinesisError> {
+        count("scan");
         let mut leases = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
@@ -182,6 +188,7 @@ impl Table {
         checkpoint: &str,
         new: &NewLease,
     ) -> Result<Written, KinesisError> {
+        count("create_lease");
         let mut put = self
             .client
             .put_item()
@@ -208,6 +215,7 @@ impl Table {
     /// Takes a lease seen with `owner` (none: unowned) and `counter`, ending any hand-off of
     /// it (its previous owner is gone); the lease as it is now when taken.
     pub async fn take(&self, lease: &Lease, worker: &str) -> Result<Option<Lease>, KinesisError> {
+        count("take");
         let owner_condition = match &lease.owner {
             Some(_) => "#o = :old",
             None => "attribute_not_exists(#o)",
@@ -241,6 +249,7 @@ impl Table {
     /// then ends the hand-off ([`Table::finish_handoff`]); the new owner reads only after that
     /// (or once the previous owner's writes have stopped for the failover time).
     pub async fn steal(&self, lease: &Lease, worker: &str) -> Result<Written, KinesisError> {
+        count("steal");
         let Some(owner) = &lease.owner else {
             return Ok(Written::Conflict);
         };
@@ -265,6 +274,7 @@ impl Table {
     /// Gives a lease this worker stole, and has not started reading, back to the owner
     /// handing it over (at shutdown).
     pub async fn cancel_steal(&self, lease: &Lease, worker: &str) -> Result<Written, KinesisError> {
+        count("cancel_steal");
         let Some(previous) = &lease.checkpoint_owner else {
             return Ok(Written::Conflict);
         };
@@ -315,6 +325,7 @@ impl Table {
         worker: &str,
         counter: u64,
     ) -> Result<Written, KinesisError> {
+        count("renew");
         let update = self
             .update_held(shard_id, worker, counter)
             .update_expression("SET #c = #c + :one")
@@ -334,6 +345,7 @@ impl Table {
         checkpoint: &str,
         sub_sequence: u64,
     ) -> Result<Written, KinesisError> {
+        count("checkpoint");
         let update = self
             .update_held(shard_id, worker, counter)
             .update_expression("SET #c = #c + :one, #cp = :cp, #sub = :sub, #w = :zero")
@@ -359,6 +371,7 @@ impl Table {
         worker: &str,
         counter: u64,
     ) -> Result<Written, KinesisError> {
+        count("release");
         let update = self
             .update_held(shard_id, worker, counter)
             .update_expression("SET #c = #c + :one REMOVE #o")
@@ -375,6 +388,7 @@ impl Table {
         shard_id: &str,
         worker: &str,
     ) -> Result<Written, KinesisError> {
+        count("finish_handoff");
         let update = self
             .update(shard_id)
             .update_expression("SET #c = #c + :one REMOVE #co")
@@ -388,6 +402,7 @@ impl Table {
 
     /// Deletes an ended lease (its children have started).
     pub async fn delete_ended(&self, shard_id: &str) -> Result<Written, KinesisError> {
+        count("delete_ended");
         let delete = self
             .client
             .delete_item()
