@@ -691,3 +691,52 @@ async fn across_instances_a_child_shard_is_read_only_after_its_parents_ended() {
         "the split parent and both children ended: {rows:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_table_that_hangs_makes_the_instance_unready_fenced_and_still_quick_to_stop() {
+    const FAILOVER_MS: u64 = 3_000;
+    let (kinesalite, dynalite) = (Kinesalite::start().await, Dynalite::start().await);
+    let (kinesis, dynamodb) = (kinesalite.client(), dynalite.client());
+    create_stream(&kinesis, "hang", 2).await;
+    let dirs = Dirs::new("leases-hang");
+    let mut a = Instance::start(&dirs, "a", "hang", &kinesalite, &dynalite, FAILOVER_MS);
+    wait_for_load(&dynamodb, &[("a", 2)], Duration::from_secs(20)).await;
+    put(&kinesis, "hang", &transactions("g", 200)).await;
+    wait_for_union(&[&a], 200, Duration::from_secs(30)).await;
+
+    dynalite.signal("-STOP");
+    let started = Instant::now();
+    loop {
+        let response = reqwest::get(format!("{}/health/ready", a.url))
+            .await
+            .unwrap();
+        if response.status() == 503 {
+            let problem: Value = response.json().await.unwrap();
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(detail.contains("lease table"), "{problem}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "still ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let unready = started.elapsed();
+    // Past the failover time without a renewal, it may not know who holds its shards: it
+    // writes nothing more.
+    tokio::time::sleep(Duration::from_millis(FAILOVER_MS)).await;
+    put(&kinesis, "hang", &transactions("h", 100)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        a.transaction_ids().len(),
+        200,
+        "nothing written while fenced"
+    );
+    let exit = a.terminate();
+    eprintln!("unready {unready:?} after the table hung; SIGTERM to exit {exit:?}");
+    assert!(exit < Duration::from_secs(10), "{exit:?}");
+
+    // The table answers again: a restarted instance goes on from the checkpoints.
+    dynalite.signal("-CONT");
+    let a = Instance::start(&dirs, "a", "hang", &kinesalite, &dynalite, FAILOVER_MS);
+    let all = wait_for_union(&[&a], 300, Duration::from_secs(30)).await;
+    assert_eq!(all.len(), 300, "nothing lost, nothing twice");
+}

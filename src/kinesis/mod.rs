@@ -137,6 +137,21 @@ impl Consumer {
                         aws_sdk_dynamodb::Client::new(&sdk)
                     }
                 };
+                // A call that hangs must not hold a cycle (or the shutdown's release) for
+                // long: fencing keeps it safe, this keeps it moving.
+                let timeout = (Duration::from_millis(config.leases.failover_ms) / 3)
+                    .clamp(Duration::from_secs(1), Duration::from_secs(5));
+                let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+                    dynamodb
+                        .config()
+                        .to_builder()
+                        .timeout_config(
+                            aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                                .operation_timeout(timeout)
+                                .build(),
+                        )
+                        .build(),
+                );
                 let table = Table::open(dynamodb, table, *create).await?;
                 let worker = config
                     .worker_id

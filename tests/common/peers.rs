@@ -343,6 +343,18 @@ impl Dynalite {
     }
 }
 
+impl Dynalite {
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the server: stopped, it accepts connections and
+    /// answers nothing, as a DynamoDB endpoint that hangs.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} dynalite");
+    }
+}
+
 impl Drop for Dynalite {
     fn drop(&mut self) {
         let _ = self.child.kill();
