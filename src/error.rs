@@ -24,6 +24,8 @@ pub enum ErrorKind {
     RateLimited,
     Overloaded,
     ModelUnavailable,
+    /// The fleet's shared limits cannot be reached and `fleet.on_redis_error = "deny"`.
+    LimitsUnavailable,
     DeadlineExceeded,
     ShuttingDown,
     /// A handler failed (panicked): a bug, never the caller's fault.
@@ -41,9 +43,10 @@ impl ErrorKind {
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Overloaded | Self::ModelUnavailable | Self::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Overloaded
+            | Self::ModelUnavailable
+            | Self::LimitsUnavailable
+            | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -62,6 +65,7 @@ impl ErrorKind {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Overloaded => "overloaded",
             Self::ModelUnavailable => "model_unavailable",
+            Self::LimitsUnavailable => "limits_unavailable",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
@@ -80,6 +84,7 @@ impl ErrorKind {
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::Overloaded => "Overloaded",
             Self::ModelUnavailable => "Model unavailable",
+            Self::LimitsUnavailable => "Limits unavailable",
             Self::DeadlineExceeded => "Deadline exceeded",
             Self::ShuttingDown => "Shutting down",
             Self::Internal => "Internal error",
@@ -89,7 +94,10 @@ impl ErrorKind {
     /// Seconds a client should wait before retrying, for the kinds where retrying helps.
     const fn retry_after(self) -> Option<u32> {
         match self {
-            Self::Overloaded | Self::ModelUnavailable | Self::ShuttingDown => Some(1),
+            Self::Overloaded
+            | Self::ModelUnavailable
+            | Self::LimitsUnavailable
+            | Self::ShuttingDown => Some(1),
             _ => None,
         }
     }

@@ -14,6 +14,7 @@
 //! - [`middleware`]: callers (API keys, SigV4) and their usage plans (rate limits, quotas).
 //! - [`scoring`]: cache → admission → pipeline → decision, the one place scores come from.
 //! - [`cache`]: the TTL cache for scores and pass-through answers, with coalescing.
+//! - [`fleet`]: what replicas share through Redis: usage plans, quotas, the global limit.
 //! - [`pipeline`]: admission, the bounded queue, the batcher.
 //! - [`model`]: the [`Model`](model::Model) trait, the XGBoost loader/evaluator and its
 //!   threads, the SageMaker backend.
@@ -32,6 +33,7 @@ pub mod cache;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod fleet;
 /// Checks behind the fuzz targets in `fuzz/` and the replay of their corpus; not an API.
 #[doc(hidden)]
 pub mod fuzzing;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::api::sagemaker::EndpointNames;
 use crate::config::{Config, LimitsConfig};
+use crate::fleet::Fleet;
 use crate::health::Health;
 use crate::middleware::auth::Auth;
 use crate::middleware::rate_limit::RateLimits;
@@ -15,7 +16,11 @@ pub struct AppState {
     pub scoring: Scoring,
     pub health: Health,
     pub auth: Arc<Auth>,
+    /// This replica's own limits: all of them, or with a fleet, its share for when Redis is
+    /// unreachable.
     pub rate_limits: Arc<RateLimits>,
+    /// The limits (and cache) shared with the other replicas, when `[fleet]` is configured.
+    pub fleet: Option<Fleet>,
     pub limits: Arc<LimitsConfig>,
     /// The names the SageMaker route answers to.
     pub endpoints: Arc<EndpointNames>,
@@ -23,7 +28,13 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: &Config, pipeline: Pipeline, auth: Auth) -> Self {
-        let rate_limits = Arc::new(RateLimits::from_config(config));
+        let fleet = config.fleet.as_ref().map(|f| {
+            Fleet::new(config, f).expect("`fleet.redis_url` was validated with the configuration")
+        });
+        let rate_limits = Arc::new(match &config.fleet {
+            Some(f) => RateLimits::from_config(&crate::fleet::local_share(config, f.replicas_hint)),
+            None => RateLimits::from_config(config),
+        });
         let health = Health::new(Arc::clone(pipeline.model()));
         let endpoints =
             EndpointNames::new(pipeline.model().label(), &config.model.endpoint_aliases);
@@ -32,6 +43,7 @@ impl AppState {
             health,
             auth: Arc::new(auth),
             rate_limits,
+            fleet,
             limits: Arc::new(config.limits.clone()),
             endpoints: Arc::new(endpoints),
         }

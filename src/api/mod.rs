@@ -102,6 +102,7 @@ fn guarded(
 ) -> Router<Arc<AppState>> {
     let limits = RateLimitState {
         limits: Arc::clone(&state.rate_limits),
+        fleet: state.fleet.clone(),
         cost,
         body_limit: state.limits.body_limit_bytes,
     };

@@ -108,7 +108,7 @@ impl SageMakerError {
             // What AWS answers for credentials it does not know.
             ErrorKind::Unauthorized => ("UnrecognizedClientException", StatusCode::UNAUTHORIZED),
             ErrorKind::RateLimited => ("ThrottlingException", StatusCode::TOO_MANY_REQUESTS),
-            ErrorKind::Overloaded | ErrorKind::ShuttingDown => {
+            ErrorKind::Overloaded | ErrorKind::LimitsUnavailable | ErrorKind::ShuttingDown => {
                 ("ServiceUnavailable", StatusCode::SERVICE_UNAVAILABLE)
             }
             // SageMaker reports a container that failed or timed out as a ModelError (424).

@@ -88,11 +88,12 @@ fn from_table(mut tree: toml::Table, errors: &mut Vec<String>) -> Config {
     section!("cache", cache);
     section!("http", http);
     section!("kinesis", kinesis);
+    section!("fleet", fleet);
     section!("log", log);
     for key in tree.keys() {
         errors.push(format!(
             "unknown key `{key}` (known: bind, admin_bind, allow_anonymous, auth, model, batching, \
-             limits, cache, http, log, kinesis)"
+             limits, cache, http, log, kinesis, fleet)"
         ));
     }
     config

@@ -17,12 +17,14 @@ use crate::middleware::rate_limit::Plan;
 use crate::model::sagemaker::Codec;
 
 mod args;
+mod fleet;
 mod http;
 mod kinesis;
 mod load;
 mod validate;
 
 pub use args::{Args, Command};
+pub use fleet::{FleetConfig, OnRedisError};
 pub use http::{HttpConfig, LimitsConfig};
 pub use kinesis::{CheckpointConfig, InitialPosition, KinesisConfig, LeasesConfig, SinkConfig};
 
@@ -54,6 +56,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The stream consumer; absent = none.
     pub kinesis: Option<KinesisConfig>,
+    /// Limits and cache shared by every replica through Redis; absent = each replica alone.
+    pub fleet: Option<FleetConfig>,
 }
 
 impl Default for Config {
@@ -70,6 +74,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             log: LogConfig::default(),
             kinesis: None,
+            fleet: None,
         }
     }
 }

@@ -76,6 +76,23 @@ impl Config {
             ));
         }
         self.check_auth(errors);
+        if let Some(f) = &self.fleet {
+            if let Err(e) = redis::Client::open(f.redis_url.as_str()) {
+                errors.push(format!("`fleet.redis_url` is not a Redis URL: {e}"));
+            }
+            if f.redis_timeout_ms == 0 {
+                errors.push("`fleet.redis_timeout_ms` must be >= 1".to_owned());
+            }
+            if f.replicas_hint == 0 {
+                errors.push("`fleet.replicas_hint` must be >= 1".to_owned());
+            }
+            if f.key_prefix.is_empty() || f.key_prefix.contains(['{', '}']) {
+                errors.push(format!(
+                    "`fleet.key_prefix` must be non-empty, without braces. Given: {:?}",
+                    f.key_prefix
+                ));
+            }
+        }
         if let Some(k) = &self.kinesis {
             if k.stream.is_empty() {
                 errors.push("`kinesis.stream` must name a stream (or give its ARN)".to_owned());

@@ -21,7 +21,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
 use super::auth::Caller;
-use crate::config::Config;
+use crate::config::{Config, OnRedisError};
 use crate::error::{ApiError, ErrorKind};
 
 /// A caller's usage plan, whichever way it authenticates.
@@ -254,51 +254,80 @@ impl<C: Clock + Clone> RateLimits<C> {
         burst: u32,
         scope: Scope,
     ) -> Result<RateInfo, RateLimited> {
-        let limit = u64::from(burst);
-        let full_in = |remaining: u64| {
-            let missing = limit.saturating_sub(remaining);
-            missing.div_ceil(u64::from(rate.max(1)))
-        };
         match checked {
-            Ok(Ok(snapshot)) => {
-                let remaining = u64::from(snapshot.remaining_burst_capacity());
-                Ok(RateInfo {
-                    limit,
-                    remaining,
-                    reset_secs: full_in(remaining),
-                })
-            }
-            Ok(Err(not_until)) => {
-                let wait = not_until.wait_time_from(self.clock.now());
-                let retry = ceil_secs(wait);
-                Err(RateLimited {
-                    scope,
-                    retry_after_secs: Some(retry),
-                    info: RateInfo {
-                        limit,
-                        remaining: 0,
-                        reset_secs: full_in(0).max(retry),
-                    },
-                    detail: format!(
-                        "{} rate limit of {rate} per second (burst {burst}) exceeded; retry in {retry} s",
-                        scope_name(scope)
-                    ),
-                })
-            }
-            Err(_) => Err(RateLimited {
+            Ok(Ok(snapshot)) => Ok(RateInfo::bucket(
+                rate,
+                burst,
+                u64::from(snapshot.remaining_burst_capacity()),
+            )),
+            Ok(Err(not_until)) => Err(RateLimited::over_rate(
                 scope,
-                retry_after_secs: None,
-                info: RateInfo {
-                    limit,
-                    remaining: 0,
-                    reset_secs: full_in(0),
-                },
-                detail: format!(
-                    "this request costs {} tokens (one per transaction), more than the {} burst of {burst}; split it",
-                    cost.get(),
-                    scope_name(scope)
-                ),
-            }),
+                rate,
+                burst,
+                not_until.wait_time_from(self.clock.now()),
+            )),
+            Err(_) => Err(RateLimited::over_burst(scope, rate, burst, cost.get())),
+        }
+    }
+}
+
+impl RateInfo {
+    /// A bucket of `burst` tokens refilled at `rate` per second, holding `remaining`.
+    pub fn bucket(rate: u32, burst: u32, remaining: u64) -> Self {
+        let limit = u64::from(burst);
+        Self {
+            limit,
+            remaining,
+            reset_secs: limit
+                .saturating_sub(remaining)
+                .div_ceil(u64::from(rate.max(1))),
+        }
+    }
+}
+
+impl RateLimited {
+    /// `scope`'s bucket admits the request in `wait`.
+    pub fn over_rate(scope: Scope, rate: u32, burst: u32, wait: Duration) -> Self {
+        let retry = ceil_secs(wait);
+        let mut info = RateInfo::bucket(rate, burst, 0);
+        info.reset_secs = info.reset_secs.max(retry);
+        Self {
+            scope,
+            retry_after_secs: Some(retry),
+            info,
+            detail: format!(
+                "{} rate limit of {rate} per second (burst {burst}) exceeded; retry in {retry} s",
+                scope_name(scope)
+            ),
+        }
+    }
+
+    /// `cost` is more than `scope`'s bucket ever holds.
+    pub fn over_burst(scope: Scope, rate: u32, burst: u32, cost: u32) -> Self {
+        Self {
+            scope,
+            retry_after_secs: None,
+            info: RateInfo::bucket(rate, burst, 0),
+            detail: format!(
+                "this request costs {cost} tokens (one per transaction), more than the {} burst of {burst}; split it",
+                scope_name(scope)
+            ),
+        }
+    }
+
+    /// The daily quota of `per_day` has `used` counted, and resets in `reset_secs`.
+    pub fn over_quota(per_day: u64, used: u64, reset_secs: u64) -> Self {
+        Self {
+            scope: Scope::Quota,
+            retry_after_secs: Some(reset_secs),
+            info: RateInfo {
+                limit: per_day,
+                remaining: per_day - used.min(per_day),
+                reset_secs,
+            },
+            detail: format!(
+                "the caller's daily quota of {per_day} transactions is used up; it resets at 00:00 UTC, in {reset_secs} s"
+            ),
         }
     }
 }
@@ -337,7 +366,13 @@ fn ceil_secs(d: Duration) -> u64 {
     }
 }
 
-const DAY_SECS: u64 = 86_400;
+pub const DAY_SECS: u64 = 86_400;
+
+/// Seconds until the next 00:00 UTC.
+pub fn secs_to_midnight(now: SystemTime) -> u64 {
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DAY_SECS - secs % DAY_SECS
+}
 
 /// Whether `cost` more transactions fit in today's quota, and the quota's state once they are
 /// counted; nothing is counted here (the caller adds `cost` to `count.used` once the request is
@@ -355,18 +390,7 @@ fn check_quota(
         *count = DayCount { day, used: 0 };
     }
     if count.used + cost > per_day {
-        return Err(RateLimited {
-            scope: Scope::Quota,
-            retry_after_secs: Some(reset_secs),
-            info: RateInfo {
-                limit: per_day,
-                remaining: per_day - count.used.min(per_day),
-                reset_secs,
-            },
-            detail: format!(
-                "the caller's daily quota of {per_day} transactions is used up; it resets at 00:00 UTC, in {reset_secs} s"
-            ),
-        });
+        return Err(RateLimited::over_quota(per_day, count.used, reset_secs));
     }
     Ok(RateInfo {
         limit: per_day,
@@ -382,6 +406,8 @@ pub type CostFn = fn(&[u8]) -> u32;
 #[derive(Clone)]
 pub struct RateLimitState {
     pub limits: Arc<RateLimits>,
+    /// Limits shared through Redis: decided there first, `limits` only when Redis fails.
+    pub fleet: Option<crate::fleet::Fleet>,
     /// `None`: every request costs one token and the body is not read here.
     pub cost: Option<CostFn>,
     pub body_limit: usize,
@@ -414,7 +440,27 @@ pub async fn rate_limit(
         }
     };
     let name = (!caller.is_anonymous()).then_some(&*caller.name);
-    match state.limits.check(name, cost, SystemTime::now()) {
+    let now = SystemTime::now();
+    let decision = match &state.fleet {
+        None => state.limits.check(name, cost, now),
+        Some(fleet) => match fleet.limits().check(fleet, name, cost, now).await {
+            Ok(decision) => decision,
+            Err(e) => {
+                let mode = fleet.on_error();
+                metrics::counter!("infergate_fleet_fallbacks_total", "mode" => mode.as_str())
+                    .increment(1);
+                if mode == OnRedisError::Deny {
+                    return ApiError::new(
+                        ErrorKind::LimitsUnavailable,
+                        format!("the fleet's shared usage plans cannot be checked: {e}"),
+                    )
+                    .into_response();
+                }
+                state.limits.check(name, cost, now)
+            }
+        },
+    };
+    match decision {
         Ok(info) => {
             let mut response = next.run(request).await;
             if let Some(info) = info {

@@ -1,0 +1,309 @@
+//! Several gateway processes sharing one Redis (Debian's redis-server): usage plans, quotas and
+//! the global limit hold for the fleet, not per replica, and a Redis outage falls back as
+//! configured and recovers.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::peers::RedisServer;
+use common::transaction;
+use serde_json::{Value, json};
+
+/// One gateway process.
+struct Replica {
+    child: Child,
+    url: String,
+    client: reqwest::Client,
+}
+
+const KEYS: [(&str, &str); 4] = [
+    ("HAMMER_KEY", "hammer-key-0123456789"),
+    ("QUOTA_KEY", "quota-key-0123456789"),
+    ("BATCH_KEY", "batch-key-0123456789"),
+    ("OTHER_KEY", "other-key-0123456789"),
+];
+
+impl Replica {
+    /// A replica with the test plans and `fleet` (TOML lines of the `[fleet]` section).
+    async fn start(dir: &std::path::Path, redis: &RedisServer, fleet: &str, extra: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.join(format!("replica-{port}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "{extra}\n\
+                 [cache]\nmax_entries = 0\n\
+                 [[auth.api_keys]]\nname = \"hammer\"\nkey_env = \"HAMMER_KEY\"\nrate = 50\nburst = 50\n\
+                 [[auth.api_keys]]\nname = \"quota\"\nkey_env = \"QUOTA_KEY\"\nrate = 10000\nquota_per_day = 100\n\
+                 [[auth.api_keys]]\nname = \"batch\"\nkey_env = \"BATCH_KEY\"\nrate = 10000\n\
+                 [[auth.api_keys]]\nname = \"other\"\nkey_env = \"OTHER_KEY\"\nrate = 30\nburst = 30\n\
+                 [fleet]\nredis_url = \"{}\"\n{fleet}\n",
+                redis.url()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join(format!("replica-{port}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_infergate"))
+            .args(["--config", config.to_str().unwrap()])
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .envs(KEYS)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("the gateway binary starts");
+        let replica = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+        };
+        for _ in 0..200 {
+            if replica
+                .client
+                .get(format!("{}/health/live", replica.url))
+                .send()
+                .await
+                .is_ok()
+            {
+                return replica;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let log = std::fs::read_to_string(dir.join(format!("replica-{port}.log"))).unwrap();
+        panic!("the replica does not serve:\n{log}");
+    }
+
+    /// Scores one transaction (or a batch of `n` > 1) as the caller holding `key`.
+    async fn score(&self, key: &str, id: &str, n: usize) -> reqwest::Response {
+        let request = if n == 1 {
+            self.client
+                .post(format!("{}/v1/transactions/score", self.url))
+                .json(&transaction(id, json!({})))
+        } else {
+            let items: Vec<Value> = (0..n)
+                .map(|i| transaction(&format!("{id}-{i}"), json!({})))
+                .collect();
+            self.client
+                .post(format!("{}/v1/transactions/score-batch", self.url))
+                .json(&json!({ "transactions": items }))
+        };
+        request.header("x-api-key", key).send().await.unwrap()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("infergate-fleet-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn fleet(
+    name: &str,
+    n: usize,
+    fleet: &str,
+    extra: &str,
+) -> (RedisServer, Dir, Vec<Arc<Replica>>) {
+    let redis = RedisServer::start().await;
+    let dir = Dir::new(name);
+    let mut replicas = Vec::new();
+    for _ in 0..n {
+        replicas.push(Arc::new(Replica::start(&dir.0, &redis, fleet, extra).await));
+    }
+    (redis, dir, replicas)
+}
+
+/// Runs the calls concurrently; their outcomes in order.
+async fn all<T: Send + 'static>(calls: Vec<impl Future<Output = T> + Send + 'static>) -> Vec<T> {
+    let handles: Vec<_> = calls.into_iter().map(tokio::spawn).collect();
+    let mut outcomes = Vec::new();
+    for handle in handles {
+        outcomes.push(handle.await.unwrap());
+    }
+    outcomes
+}
+
+/// The statuses of `n` single requests, one after another.
+async fn statuses(replica: &Replica, key: &str, prefix: &str, n: usize) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for i in 0..n {
+        let response = replica.score(key, &format!("{prefix}-{i}"), 1).await;
+        statuses.push(response.status().as_u16());
+    }
+    statuses
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_rate_holds_across_three_replicas_not_three_times() {
+    let (_redis, _dir, replicas) = fleet("rate", 3, "", "").await;
+    let key = KEYS[0].1;
+    let started = Instant::now();
+    let window = Duration::from_secs(5);
+    let mut clients = Vec::new();
+    for (r, replica) in replicas.iter().enumerate() {
+        for c in 0..4 {
+            let replica = Arc::clone(replica);
+            clients.push(async move {
+                let (mut accepted, mut refused, mut bad_retry) = (0u32, 0u32, 0u32);
+                let mut i = 0;
+                while started.elapsed() < window {
+                    let response = replica.score(key, &format!("h-{r}-{c}-{i}"), 1).await;
+                    i += 1;
+                    match response.status().as_u16() {
+                        200 => accepted += 1,
+                        429 => {
+                            refused += 1;
+                            let retry: u64 = response.headers()["retry-after"]
+                                .to_str()
+                                .unwrap()
+                                .parse()
+                                .unwrap();
+                            bad_retry += u32::from(retry != 1);
+                        }
+                        other => panic!("{other}: {}", response.text().await.unwrap()),
+                    }
+                }
+                (accepted, refused, bad_retry)
+            });
+        }
+    }
+    let results = all(clients).await;
+    let accepted: u32 = results.iter().map(|r| r.0).sum();
+    let refused: u32 = results.iter().map(|r| r.1).sum();
+    let bad_retry: u32 = results.iter().map(|r| r.2).sum();
+    let elapsed = started.elapsed().as_secs_f64();
+    let expected = 50.0 + 50.0 * elapsed;
+    eprintln!(
+        "rate 50/s burst 50 through 3 replicas for {elapsed:.2} s: {accepted} accepted \
+         (expected {expected:.0}), {refused} refused"
+    );
+    assert!(
+        (f64::from(accepted) - expected).abs() <= expected * 0.1,
+        "{accepted} accepted, expected {expected:.0} ± 10%"
+    );
+    assert!(refused > 0);
+    assert_eq!(bad_retry, 0, "a token every 20 ms: Retry-After is 1 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_quota_spread_over_three_replicas_admits_exactly_its_size() {
+    let (_redis, _dir, replicas) = fleet("quota", 3, "", "").await;
+    let key = KEYS[1].1;
+    let mut calls = Vec::new();
+    for i in 0..240 {
+        let replica = Arc::clone(&replicas[i % 3]);
+        calls.push(async move {
+            let response = replica.score(key, &format!("q-{i}"), 1).await;
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        });
+    }
+    let mut accepted = 0;
+    for (status, body) in all(calls).await {
+        match status {
+            200 => accepted += 1,
+            429 => assert!(body.contains("daily quota of 100"), "{body}"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(accepted, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_limit_holds_across_replicas_and_a_batch_costs_its_size() {
+    let (_redis, _dir, replicas) = fleet(
+        "global",
+        3,
+        "",
+        "[limits]\nglobal_rps = 1\nglobal_burst = 40\n",
+    )
+    .await;
+    let key = KEYS[2].1;
+    // 30 of the 40 tokens on one replica...
+    assert_eq!(replicas[0].score(key, "g-a", 30).await.status(), 200);
+    // ... leave too few for a batch of 20 on another...
+    let refused = replicas[1].score(key, "g-b", 20).await;
+    assert_eq!(refused.status(), 429);
+    let problem: Value = refused.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("global"),
+        "{problem}"
+    );
+    // ... and about ten single ones on the third.
+    let mut accepted = 0;
+    for i in 0..20 {
+        if replicas[2]
+            .score(key, &format!("g-c-{i}"), 1)
+            .await
+            .status()
+            == 200
+        {
+            accepted += 1;
+        }
+    }
+    assert!((10..=11).contains(&accepted), "{accepted}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_falls_back_to_local_shares_or_denies_and_both_recover() {
+    let (mut redis, dir, replicas) =
+        fleet("outage", 1, "replicas_hint = 3\nredis_timeout_ms = 50", "").await;
+    let deny = Replica::start(&dir.0, &redis, "on_redis_error = \"deny\"", "").await;
+    let local = &replicas[0];
+    let key = KEYS[3].1; // rate 30, burst 30: a local share of 10
+    // 40 requests in a row: the burst of 30, and a token or two refilled (30/s) meanwhile.
+    let shared = statuses(local, key, "s", 40).await;
+    assert!((30..=34).contains(&count(&shared, 200)), "{shared:?}");
+
+    redis.kill();
+    let alone = statuses(local, key, "l", 40).await;
+    let accepted = count(&alone, 200);
+    assert!(
+        (10..=13).contains(&accepted),
+        "local share of 30 among 3 replicas: {alone:?}"
+    );
+    assert!(alone.iter().all(|s| *s == 200 || *s == 429), "{alone:?}");
+    let denied = deny.score(key, "d-0", 1).await;
+    assert_eq!(denied.status(), 503);
+    let problem: Value = denied.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:infergate:problem:limits_unavailable");
+
+    redis.restart().await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let again = statuses(local, key, "a", 40).await;
+    assert!((30..=34).contains(&count(&again, 200)), "shared again: {again:?}");
+    assert_eq!(
+        deny.score(KEYS[2].1, "d-1", 1).await.status(),
+        200,
+        "deny recovers"
+    );
+}
