@@ -3,10 +3,13 @@
 //! has one answer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::cache::{Origin, RawCache, ScoreCache};
 use crate::config::Config;
 use crate::domain::{FeatureRow, Score, Thresholds};
+use crate::fleet::Fleet;
 use crate::middleware::rate_limit::RateLimits;
 use crate::model::{Model, RawAnswer, RawRequest};
 use crate::pipeline::{Admit, ModelScore, Pipeline, ScoreError};
@@ -28,11 +31,24 @@ pub struct Scoring {
     /// The global limit, which stream pages wait for (REST requests are charged by the
     /// rate-limit middleware instead).
     rate_limits: Arc<RateLimits>,
+    /// The cache's second level, shared with the other replicas (`fleet.shared_cache`), and
+    /// its TTL.
+    shared: Option<(Fleet, Duration)>,
 }
 
 impl Scoring {
-    pub fn new(config: &Config, pipeline: Pipeline, rate_limits: Arc<RateLimits>) -> Self {
+    pub fn new(
+        config: &Config,
+        pipeline: Pipeline,
+        rate_limits: Arc<RateLimits>,
+        fleet: Option<&Fleet>,
+    ) -> Self {
+        let cached = config.cache.max_entries > 0 && config.cache.ttl_s > 0;
+        let shared = fleet
+            .filter(|f| f.shares_cache() && cached)
+            .map(|f| (f.clone(), Duration::from_secs(config.cache.ttl_s)));
         Self {
+            shared,
             pipeline,
             cache: ScoreCache::new(&config.cache),
             raw_cache: RawCache::new(&config.cache),
@@ -62,14 +78,30 @@ impl Scoring {
         refresh: bool,
     ) -> Result<Score, ScoreError> {
         let key = ScoreCache::key(self.model().label(), &transaction_id, &features);
+        let shared_hit = AtomicBool::new(false);
         let compute = async {
-            self.pipeline
+            if let Some((fleet, _)) = &self.shared
+                && !refresh
+                && let Some(Some(scored)) = fleet.cached_scores(&[key]).await.pop()
+            {
+                shared_hit.store(true, Ordering::Relaxed);
+                return Ok::<_, ScoreError>(scored);
+            }
+            let scored = self
+                .pipeline
                 .score(&[features], Admit::TryNow)
                 .await?
                 .pop()
-                .expect("the pipeline answers one outcome per row. This is a bug.")
+                .expect("the pipeline answers one outcome per row. This is a bug.")?;
+            if let Some((fleet, ttl)) = &self.shared {
+                fleet.store_scores(vec![(key, scored.clone())], *ttl);
+            }
+            Ok(scored)
         };
-        let (scored, origin) = self.cache.get_or_compute(key, refresh, compute).await?;
+        let (scored, mut origin) = self.cache.get_or_compute(key, refresh, compute).await?;
+        if shared_hit.load(Ordering::Relaxed) {
+            origin = Origin::Cache;
+        }
         Ok(self.decide(transaction_id, scored, origin))
     }
 
@@ -101,16 +133,42 @@ impl Scoring {
                 }
             }
         }
+        if let Some((fleet, _)) = &self.shared
+            && !refresh
+            && !misses.is_empty()
+        {
+            let keys: Vec<_> = misses.iter().map(|(_, key, ..)| *key).collect();
+            let found = fleet.cached_scores(&keys).await;
+            let mut still = Vec::with_capacity(misses.len());
+            for (miss, hit) in misses.into_iter().zip(found) {
+                match hit {
+                    Some(scored) => {
+                        let (i, key, id, _) = miss;
+                        self.cache.insert(key, scored.clone()).await;
+                        out[i] = Some(Ok(self.decide(id, scored, Origin::Cache)));
+                    }
+                    None => still.push(miss),
+                }
+            }
+            misses = still;
+        }
         let rows: Vec<FeatureRow> = misses.iter().map(|(.., row)| *row).collect();
         let computed = self.pipeline.score(&rows, admit).await?;
+        let mut shared = Vec::new();
         for ((i, key, id, _), outcome) in misses.into_iter().zip(computed) {
             out[i] = Some(match outcome {
                 Ok(scored) => {
                     self.cache.insert(key, scored.clone()).await;
+                    if self.shared.is_some() {
+                        shared.push((key, scored.clone()));
+                    }
                     Ok(self.decide(id, scored, Origin::Model))
                 }
                 Err(e) => Err(e),
             });
+        }
+        if let Some((fleet, ttl)) = &self.shared {
+            fleet.store_scores(shared, *ttl);
         }
         Ok(out
             .into_iter()

@@ -39,7 +39,7 @@ impl AppState {
         let endpoints =
             EndpointNames::new(pipeline.model().label(), &config.model.endpoint_aliases);
         Self {
-            scoring: Scoring::new(config, pipeline, Arc::clone(&rate_limits)),
+            scoring: Scoring::new(config, pipeline, Arc::clone(&rate_limits), fleet.as_ref()),
             health,
             auth: Arc::new(auth),
             rate_limits,

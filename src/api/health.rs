@@ -25,6 +25,20 @@ pub struct Health {
     /// With a DynamoDB lease table: the shards this instance reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leases: Option<LeaseStatus>,
+    /// With `[fleet]`: whether limits are decided in Redis now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
+}
+
+/// How this replica decides usage plans now, when replicas share them through Redis.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FleetStatus {
+    /// `up`, or `down` after a failed call until a probe gets an answer.
+    #[schema(example = "up")]
+    pub redis: String,
+    /// `shared` (in Redis), `local` (this replica's share) or `deny` (503 `limits_unavailable`).
+    #[schema(example = "shared")]
+    pub mode: String,
 }
 
 /// This instance's share of the stream, when instances share it through leases.
@@ -75,6 +89,18 @@ fn health(state: &AppState, status: &str) -> Health {
             .health
             .lease_holding()
             .map(|(worker_id, shards)| LeaseStatus { worker_id, shards }),
+        fleet: state.fleet.as_ref().map(|fleet| {
+            let up = fleet.is_up();
+            FleetStatus {
+                redis: if up { "up" } else { "down" }.to_owned(),
+                mode: if up {
+                    "shared"
+                } else {
+                    fleet.on_error().as_str()
+                }
+                .to_owned(),
+            }
+        }),
     }
 }
 

@@ -2,15 +2,16 @@
 //! limit, decided in one Lua script per request (GCRA, so rate and burst hold across the fleet
 //! with no window edges), and a second level of the response cache.
 //!
-//! Every call has a deadline (`fleet.redis_timeout_ms`). A failed call marks Redis down: the
-//! replicas then decide alone (`on_redis_error = "local"`, at `rate / replicas_hint`) or answer
+//! Every call has a deadline (`fleet.redis_timeout_ms`); its request falls back on its own, and
+//! three failed calls in a row mark Redis down: the replicas then decide alone (`on_redis_error = "local"`, at `rate / replicas_hint`) or answer
 //! 503 (`"deny"`), without calling Redis per request, while a background probe waits for it to
 //! answer again.
 
+mod cache;
 mod limits;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -39,6 +40,10 @@ pub fn local_share(config: &Config, replicas: u32) -> Config {
     local
 }
 
+/// Calls failed in a row before Redis is marked down (one slow call under load is not an
+/// outage; its request alone falls back).
+const FAILURES_TO_DOWN: u32 = 3;
+
 /// Why Redis gave no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -61,6 +66,8 @@ struct Inner {
     timeout: Duration,
     on_error: OnRedisError,
     up: AtomicBool,
+    /// Calls failed in a row; Redis is marked down at [`FAILURES_TO_DOWN`].
+    failures: AtomicU32,
     prefix: String,
     shared_cache: bool,
     limits: FleetLimits,
@@ -93,6 +100,7 @@ impl Fleet {
                 timeout,
                 on_error: fleet.on_redis_error,
                 up: AtomicBool::new(true),
+                failures: AtomicU32::new(0),
                 limits: FleetLimits::new(config, &prefix),
                 prefix,
                 shared_cache: fleet.shared_cache,
@@ -149,11 +157,18 @@ impl Fleet {
             .and_then(|r| r.map_err(FleetError::from));
         metrics::histogram!("infergate_redis_call_duration_seconds", "operation" => operation)
             .record(started.elapsed().as_secs_f64());
-        if let Err(e) = &outcome {
-            metrics::counter!("infergate_redis_errors_total", "operation" => operation)
-                .increment(1);
-            if self.inner.up.swap(false, Ordering::Relaxed) {
-                tracing::warn!(error = %e, "Redis failed: deciding without it until it answers again");
+        match &outcome {
+            Ok(_) => self.inner.failures.store(0, Ordering::Relaxed),
+            Err(e) => {
+                metrics::counter!("infergate_redis_errors_total", "operation" => operation)
+                    .increment(1);
+                let failures = self.inner.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if failures >= FAILURES_TO_DOWN && self.inner.up.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        error = %e, failures,
+                        "Redis failed: deciding without it until it answers again"
+                    );
+                }
             }
         }
         outcome
@@ -171,6 +186,7 @@ impl Fleet {
             let ping = redis::cmd("PING");
             let answer = ping.query_async::<String>(&mut connection);
             if let Ok(Ok(_)) = tokio::time::timeout(self.inner.timeout * 5, answer).await {
+                self.inner.failures.store(0, Ordering::Relaxed);
                 self.inner.up.store(true, Ordering::Relaxed);
                 tracing::info!("Redis answers again: limits are shared again");
             }

@@ -77,5 +77,5 @@ pub(crate) fn scoring(config: &Config, model: ScriptedModel) -> (Scoring, Arc<Sc
         &TaskTracker::new(),
     );
     let limits = Arc::new(RateLimits::from_config(config));
-    (Scoring::new(config, pipeline, limits), model)
+    (Scoring::new(config, pipeline, limits, None), model)
 }
