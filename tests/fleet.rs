@@ -408,3 +408,69 @@ async fn a_score_computed_on_one_replica_is_served_from_the_shared_cache_by_anot
         .await;
     assert_eq!(hits, 3.0);
 }
+
+/// `p` (0..=1) of the sorted `latencies`.
+fn percentile(latencies: &mut [Duration], p: f64) -> Duration {
+    latencies.sort();
+    latencies[((latencies.len() - 1) as f64 * p).round() as usize]
+}
+
+/// 100 requests of the `other` key at 20/s through the replicas in turn: their latencies, and
+/// how many were accepted.
+async fn paced_other(replicas: &[Arc<Replica>], prefix: &str) -> (Vec<Duration>, usize) {
+    let mut latencies = Vec::new();
+    let mut accepted = 0;
+    let mut every = tokio::time::interval(Duration::from_millis(50));
+    for i in 0..100 {
+        every.tick().await;
+        let started = Instant::now();
+        let response = replicas[i % replicas.len()]
+            .score(KEYS[3].1, &format!("{prefix}-{i}"), 1)
+            .await;
+        latencies.push(started.elapsed());
+        accepted += usize::from(response.status() == 200);
+    }
+    (latencies, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_keys_flood_does_not_take_another_keys_requests() {
+    let (_redis, _dir, replicas) = fleet("flood", 3, LOADED, "").await;
+    let (mut quiet, accepted) = paced_other(&replicas, "quiet").await;
+    assert_eq!(accepted, 100);
+
+    let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut flood = Vec::new();
+    for (r, replica) in replicas.iter().enumerate() {
+        for c in 0..3 {
+            let (replica, flooding) = (Arc::clone(replica), Arc::clone(&flooding));
+            flood.push(tokio::spawn(async move {
+                let mut i = 0;
+                while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                    replica.score(KEYS[0].1, &format!("f-{r}-{c}-{i}"), 1).await;
+                    i += 1;
+                }
+                i
+            }));
+        }
+    }
+    let (mut loud, accepted) = paced_other(&replicas, "loud").await;
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut flooded = 0;
+    for handle in flood {
+        flooded += handle.await.unwrap();
+    }
+    eprintln!(
+        "the other key at 20/s: p50 {:?} p99 {:?} alone, p50 {:?} p99 {:?} beside a flood of \
+         {flooded} requests from the hammer key",
+        percentile(&mut quiet, 0.5),
+        percentile(&mut quiet, 0.99),
+        percentile(&mut loud, 0.5),
+        percentile(&mut loud, 0.99),
+    );
+    assert_eq!(
+        accepted, 100,
+        "the flood took none of the other key's tokens"
+    );
+    assert!(flooded > 500, "it was a flood: {flooded}");
+}
