@@ -424,7 +424,7 @@ fn shard_info(shard: &Shard) -> ShardInfo {
     }
 }
 
-fn aws_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+pub(crate) fn aws_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
     operation: &'static str,
     e: &SdkError<E, R>,
 ) -> KinesisError {

@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::Lease;
-use crate::kinesis::{KinesisError, aws_message};
+use crate::kinesis::{KinesisError, aws_error as failed};
 
 const KEY: &str = "leaseKey";
 const OWNER: &str = "leaseOwner";
@@ -60,15 +60,6 @@ fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn failed<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
-    operation: &'static str,
-    e: &SdkError<E, R>,
-) -> KinesisError {
-    KinesisError::Aws {
-        operation,
-        message: aws_message(e),
-    }
-}
 
 /// Counts a call to the table, by what it is for.
 fn count(purpose: &'static str) {
