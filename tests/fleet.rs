@@ -255,8 +255,20 @@ async fn a_keys_rate_holds_across_three_replicas_not_three_times() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daily_quota_spread_over_three_replicas_admits_exactly_its_size() {
-    let (_redis, _dir, replicas) = fleet("quota", 3, LOADED, "").await;
+    let (redis_server, _dir, replicas) = fleet("quota", 3, LOADED, "").await;
     let key = KEYS[1].1;
+    // A Redis that forgets the script (restarted, flushed) is given it again (NOSCRIPT).
+    let mut redis = redis::Client::open(redis_server.url().as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let flushed: String = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(flushed, "OK");
     let mut calls = Vec::new();
     for i in 0..240 {
         let replica = Arc::clone(&replicas[i % 3]);

@@ -72,6 +72,17 @@ impl FleetLimits {
         }
     }
 
+    /// Loads the script into Redis (`SCRIPT LOAD`), so that the first request's `EVALSHA`
+    /// finds it; a Redis that lost it (a restart, `SCRIPT FLUSH`) gets it again on `NOSCRIPT`.
+    pub async fn load(&self, fleet: &Fleet) -> Result<String, FleetError> {
+        let script = &self.script;
+        fleet
+            .call("script_load", |mut connection| async move {
+                script.load_async(&mut connection).await
+            })
+            .await
+    }
+
     /// Charges `cost` to `caller`'s plan and the global limit, for the whole fleet: the
     /// caller's limit state for headers, or why the request is refused; `Err` when Redis
     /// gave no answer (the caller falls back).

@@ -174,8 +174,12 @@ impl Fleet {
         outcome
     }
 
-    /// While Redis is marked down, pings it every 500 ms; marks it up once it answers.
+    /// Loads the limits script, then, while Redis is marked down, pings it every 500 ms and
+    /// marks it up once it answers.
     async fn probe(self) {
+        if let Err(e) = self.inner.limits.load(&self).await {
+            tracing::warn!(error = %e, "cannot load the limits script into Redis yet");
+        }
         let mut every = tokio::time::interval(Duration::from_millis(500));
         loop {
             every.tick().await;

@@ -60,7 +60,6 @@ fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-
 /// Counts a call to the table, by what it is for.
 fn count(purpose: &'static str) {
     metrics::counter!("infergate_kinesis_lease_table_calls_total", "call" => purpose).increment(1);
