@@ -690,6 +690,20 @@ async fn across_instances_a_child_shard_is_read_only_after_its_parents_ended() {
         ended, 3,
         "the split parent and both children ended: {rows:?}"
     );
+    // The reshard is recorded on the parents, as KCL does.
+    let children = |shard: &str| -> Vec<String> {
+        let mut children = rows[shard]["childShardIds"].as_ss().unwrap().clone();
+        children.sort();
+        children
+    };
+    assert_eq!(children(&parent).len(), 2, "{rows:?}");
+    for child in children(&parent) {
+        assert_eq!(
+            children(&child).len(),
+            1,
+            "{child} merged into one: {rows:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

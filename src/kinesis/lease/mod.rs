@@ -312,6 +312,9 @@ impl Leases {
             if let Written::Done = self.table.create_lease(shard_id, self.initial, new).await? {
                 tracing::info!(shard = %shard_id, "created the shard's lease");
                 created = true;
+                for parent in &new.parents {
+                    self.table.add_child(parent, shard_id).await?;
+                }
             }
         }
         if created {

@@ -1,7 +1,8 @@
 //! The lease table's DynamoDB calls, with KCL's attribute names so that KCL's tooling reads
 //! it: `leaseKey` (the shard id, the hash key), `leaseOwner`, `leaseCounter`, `checkpoint`,
 //! `checkpointSubSequenceNumber`, `ownerSwitchesSinceCheckpoint`, `parentShardId` (a string
-//! set), `startingHashKey` / `endingHashKey`, and KCL 3's `checkpointOwner` for a lease being
+//! set), `childShardIds` (a string set, on a parent), `startingHashKey` / `endingHashKey`, and
+//! KCL 3's `checkpointOwner` for a lease being
 //! handed over. Every write but the first put is conditioned on the owner and counter the
 //! writer last saw (or, during a hand-off, on being the checkpoint owner), and moves the
 //! counter.
@@ -29,6 +30,7 @@ const PARENTS: &str = "parentShardId";
 const STARTING_HASH_KEY: &str = "startingHashKey";
 const ENDING_HASH_KEY: &str = "endingHashKey";
 const CHECKPOINT_OWNER: &str = "checkpointOwner";
+const CHILDREN: &str = "childShardIds";
 
 /// What a conditional write found.
 #[derive(Debug)]
@@ -200,6 +202,29 @@ impl Table {
             put = put.item(ENDING_HASH_KEY, s(key));
         }
         conditional("PutItem", put.send().await)
+    }
+
+    /// Adds `child` to the `childShardIds` of its parent's lease (a set: adding twice is
+    /// adding once), as KCL records a reshard on the parent.
+    pub async fn add_child(&self, parent: &str, child: &str) -> Result<(), KinesisError> {
+        count("add_child");
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .key(KEY, s(parent))
+            .update_expression("ADD #ch :child")
+            .condition_expression("attribute_exists(#k)")
+            .expression_attribute_names("#ch", CHILDREN)
+            .expression_attribute_names("#k", KEY)
+            .expression_attribute_values(":child", AttributeValue::Ss(vec![child.to_owned()]))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| match e.code() {
+                // The parent's lease is gone (past retention): nothing to record.
+                Some("ConditionalCheckFailedException") => Ok(()),
+                _ => Err(failed("UpdateItem", &e)),
+            })
     }
 
     /// Takes a lease seen with `owner` (none: unowned) and `counter`, ending any hand-off of
