@@ -3,7 +3,8 @@
 //!
 //! Rows are taken in turn from the fixture rather than repeating one row, so
 //! that branch predictors cannot learn a single path through the trees.
-//! `scripts/bench_xgboost.py` times xgboost's own predictors on the same rows.
+//! `scripts/bench_xgboost.py` times xgboost's own predictors on the same rows. The last group
+//! times an explanation (TreeSHAP) beside the score of the same row.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -99,6 +100,25 @@ fn bench(c: &mut Criterion) {
         })
     });
     batched.finish();
+
+    // Reasons for a score: exact TreeSHAP against the walk that scores the same row.
+    let mut explain = c.benchmark_group("xgboost/explain 1 row");
+    explain.throughput(Throughput::Elements(1));
+    explain.bench_function("score", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % n_rows;
+            ours.predict_row(black_box(row(i)))
+        })
+    });
+    explain.bench_function("treeshap", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % n_rows;
+            ours.explain_row(black_box(row(i))).unwrap()
+        })
+    });
+    explain.finish();
 }
 
 criterion_group!(benches, bench);

@@ -3,6 +3,7 @@
 
 use super::document::{RawDocument, RawTree, param_usize, parse_base_score};
 use super::forest::{FlatNode, Trees, key};
+use super::shap;
 use super::{LoadError, Objective, XgbModel};
 
 /// Nesting limit for trees: XGBoost's `max_depth` is rarely above 20, and a
@@ -150,6 +151,23 @@ pub(super) fn build(raw: RawDocument) -> Result<XgbModel, LoadError> {
         roots.push(root as usize);
         depths.push(depth);
     }
+    let defaults: Vec<Vec<bool>> = trees
+        .iter()
+        .map(|t| t.default_left.iter().map(|f| f.0).collect())
+        .collect();
+    let parts: Vec<shap::TreeParts<'_>> = trees
+        .iter()
+        .zip(&defaults)
+        .map(|(t, default_left)| shap::TreeParts {
+            left: &t.left_children,
+            right: &t.right_children,
+            features: &t.split_indices,
+            values: &t.split_conditions,
+            default_left,
+            covers: &t.sum_hessian,
+        })
+        .collect();
+    let explainer = shap::Explainer::new(&parts, base_margin, num_features);
     let mut nodes = flat.nodes;
     // The padding leaf that `Forest::margin` walks in spare lanes.
     nodes.push(FlatNode::leaf(0.0));
@@ -158,6 +176,7 @@ pub(super) fn build(raw: RawDocument) -> Result<XgbModel, LoadError> {
     })?;
     Ok(XgbModel {
         trees,
+        explainer,
         base_margin,
         base_score,
         objective,

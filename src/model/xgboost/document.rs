@@ -85,6 +85,9 @@ pub(super) struct RawTree {
     pub(super) default_left: Vec<Flag>,
     #[serde(default)]
     pub(super) split_type: Vec<i64>,
+    /// Each node's cover (the hessian sum of the training rows through it): TreeSHAP's weights.
+    #[serde(default)]
+    pub(super) sum_hessian: Vec<f32>,
     #[serde(default)]
     pub(super) categories_nodes: Vec<IgnoredAny>,
 }

@@ -19,6 +19,7 @@ mod document;
 mod forest;
 mod format;
 mod objective;
+mod shap;
 mod ubjson;
 
 #[cfg(test)]
@@ -61,6 +62,8 @@ pub enum LoadError {
 /// A loaded, validated `gbtree` model; immutable and cheap to share.
 pub struct XgbModel {
     trees: Trees,
+    /// TreeSHAP over the same trees, or why the model cannot be explained (no covers).
+    explainer: Result<shap::Explainer, String>,
     base_margin: f32,
     base_score: f32,
     objective: Objective,
@@ -168,6 +171,29 @@ impl XgbModel {
         self.trees.batch(self.base_margin, rows, out, |margin| {
             objective.transform(margin)
         });
+    }
+
+    /// The exact Shapley values of `row`'s margin (TreeSHAP): one contribution per feature,
+    /// and the bias (the expected margin) last, as XGBoost's `pred_contribs` lays them out;
+    /// they add up to the margin. `Err` says why the model cannot be explained (it was saved
+    /// without the node covers, `sum_hessian`).
+    ///
+    /// # Panics
+    ///
+    /// If `row` does not hold exactly `num_features()` values.
+    pub fn explain_row(&self, row: &[f32]) -> Result<Vec<f64>, String> {
+        let explainer = self.explainer.as_ref().map_err(Clone::clone)?;
+        let mut contributions = vec![0.0; self.num_features + 1];
+        explainer.contributions(row, &mut contributions[..self.num_features]);
+        contributions[self.num_features] = explainer.bias();
+        Ok(contributions)
+    }
+
+    /// The margin of `row` (before the objective's transform), as [`XgbModel::predict_row`]
+    /// computes it.
+    pub fn margin_row(&self, row: &[f32]) -> f32 {
+        assert_eq!(row.len(), self.num_features);
+        self.trees.row_margin(self.base_margin, row)
     }
 
     /// Loads a bare JSON or UBJSON document (a gzip stream here can only be
