@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::cache::{Origin, RawCache, ScoreCache};
 use crate::config::Config;
-use crate::domain::{FeatureRow, Score, Thresholds};
+use crate::config::{ExplainMode, ExplanationsConfig};
+use crate::domain::{Explanation, FeatureRow, Score, Thresholds};
 use crate::fleet::Fleet;
 use crate::middleware::rate_limit::RateLimits;
 use crate::model::{Model, RawAnswer, RawRequest};
@@ -34,6 +35,7 @@ pub struct Scoring {
     /// The cache's second level, shared with the other replicas (`fleet.shared_cache`), and
     /// its TTL.
     shared: Option<(Fleet, Duration)>,
+    explanations: Arc<ExplanationsConfig>,
 }
 
 impl Scoring {
@@ -49,6 +51,7 @@ impl Scoring {
             .map(|f| (f.clone(), Duration::from_secs(config.cache.ttl_s)));
         Self {
             shared,
+            explanations: Arc::new(config.explanations.clone()),
             pipeline,
             cache: ScoreCache::new(&config.cache),
             raw_cache: RawCache::new(&config.cache),
@@ -222,6 +225,50 @@ impl Scoring {
         Ok(Some(answer))
     }
 
+    /// Whether a request may ask for explanations (not when they are off), checked before
+    /// anything is scored.
+    pub fn may_explain(&self, asked: bool) -> Result<(), String> {
+        if asked && self.explanations.mode == ExplainMode::Off {
+            return Err(
+                "explanations are off on this gateway (`explanations.mode = \"off\"`)".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Adds its explanation to `score` when asked for, or unasked for a flagged score with
+    /// `decline_and_review`. A model that cannot explain is an error only when asked.
+    pub fn add_explanation(
+        &self,
+        asked: bool,
+        score: &mut Score,
+        features: &FeatureRow,
+    ) -> Result<(), String> {
+        let flagged = score.decision != crate::domain::Decision::Approve;
+        let wanted = match self.explanations.mode {
+            ExplainMode::Off => false,
+            ExplainMode::OnRequest => asked,
+            ExplainMode::DeclineAndReview => asked || flagged,
+        };
+        if !wanted {
+            return Ok(());
+        }
+        match self.explain(features) {
+            Ok(explanation) => score.explanation = Some(explanation),
+            Err(why) if asked => return Err(why),
+            Err(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The explanation of `features` (exact TreeSHAP, computed now: microseconds, so it is
+    /// not cached), with the configured reason codes.
+    pub fn explain(&self, features: &FeatureRow) -> Result<Explanation, String> {
+        let raw = self.model().explain(features)?;
+        let e = &self.explanations;
+        Ok(Explanation::new(raw, e.top, &e.reasons))
+    }
+
     /// Sets the cache size gauges (read when scraped rather than tracked on every insert and
     /// eviction).
     pub fn record_cache_sizes(&self) {
@@ -236,6 +283,7 @@ impl Scoring {
             decision: self.thresholds.decide(scored.score),
             model: scored.model.to_string(),
             cached: origin == Origin::Cache,
+            explanation: None,
         }
     }
 }

@@ -80,3 +80,28 @@ async fn the_aws_cli_and_boto3_examples_run_against_the_default_gateway() {
     std::fs::remove_dir_all(&dir).unwrap();
     app.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_explanation_example_runs_against_the_default_gateway() {
+    let app = spawn_app(Config::default()).await;
+    let url = app.url("");
+    let sh = blocks("API", "sh");
+    assert_eq!(sh.len(), 1, "one shell example");
+    let script = sh[0].replace("http://127.0.0.1:8080", url.trim_end_matches('/'));
+    let dir = std::env::temp_dir();
+    let output = run(
+        "the explanation example",
+        Command::new("bash").args(["-euo", "pipefail", "-c", &script]),
+        &dir,
+    );
+    let score: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(score["decision"], "decline");
+    let reasons: Vec<&str> = score["explanation"]["reason_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect();
+    // As the README shows them.
+    assert_eq!(reasons, ["R04", "R08", "R06"]);
+}

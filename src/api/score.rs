@@ -2,20 +2,21 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::json::JsonBody;
 use super::wants_refresh;
-use crate::domain::{FieldError, Score, Transaction, ValidTransaction, json_type};
+use crate::domain::{FeatureRow, FieldError, Score, Transaction, ValidTransaction, json_type};
 use crate::error::{ApiError, Problem};
 use crate::middleware::auth::Caller;
 use crate::pipeline::Admit;
+use crate::scoring::Scoring;
 use crate::state::AppState;
 
 /// Up to `limits.max_batch_items` (default 1000) transactions.
@@ -48,11 +49,65 @@ pub struct BatchItem {
     pub error: Option<Problem>,
 }
 
+/// The scoring routes' query.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ScoreParams {
+    /// `true`: each score carries its `explanation` (exact TreeSHAP contributions and reason
+    /// codes; the embedded model only). Unless `explanations.mode = "off"`.
+    pub explain: Option<bool>,
+}
+
+/// `explain` from the query (other parameters are ignored).
+fn explain_asked(query: Option<&str>) -> Result<bool, ApiError> {
+    let value = query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(name, _)| *name == "explain")
+        .map(|(_, value)| value);
+    match value {
+        None | Some("false" | "0") => Ok(false),
+        Some("true" | "1" | "") => Ok(true),
+        Some(other) => {
+            let message = format!(
+                "`explain` must be `true` or `false`. Given: {:?}",
+                crate::domain::clip(other, 32)
+            );
+            Err(ApiError::invalid(
+                message.clone(),
+                vec![FieldError::new("explain", "wrong_type", message)],
+            ))
+        }
+    }
+}
+
+fn explain_error(message: String) -> ApiError {
+    ApiError::invalid(
+        message.clone(),
+        vec![FieldError::new("explain", "unavailable", message)],
+    )
+}
+
+/// Adds the explanation `scoring` owes `score`, if any.
+fn explained(
+    scoring: &Scoring,
+    asked: bool,
+    mut score: Score,
+    features: &FeatureRow,
+) -> Result<Score, ApiError> {
+    scoring
+        .add_explanation(asked, &mut score, features)
+        .map_err(explain_error)?;
+    Ok(score)
+}
+
 /// Score one transaction.
 #[utoipa::path(
     post,
     path = "/v1/transactions/score",
     tag = "scoring",
+    params(ScoreParams),
     request_body(content = Transaction, content_type = "application/json"),
     security(("api_key" = []), ("sigv4" = [])),
     responses(
@@ -102,20 +157,24 @@ pub struct BatchItem {
 pub async fn score(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Score>, ApiError> {
+    let asked = explain_asked(query.as_deref())?;
+    state.scoring.may_explain(asked).map_err(explain_error)?;
     let tx = ValidTransaction::from_json(&body, OffsetDateTime::now_utc())
         .map_err(ApiError::invalid_transaction)?;
     let refresh = wants_refresh(&headers, &caller);
     // What is not needed any more is dropped before waiting for the score, so that a request
     // waiting in the queue holds only what it needs (under overload, thousands wait).
     drop((body, headers));
+    let features = tx.features;
     let score = state
         .scoring
         .one(tx.transaction_id, tx.features, refresh)
         .await?;
-    Ok(Json(score))
+    Ok(Json(explained(&state.scoring, asked, score, &features)?))
 }
 
 /// Most field problems one batch response lists, over all its items; the rest are counted in
@@ -128,6 +187,7 @@ pub const MAX_BATCH_FIELD_ERRORS: usize = 1000;
     post,
     path = "/v1/transactions/score-batch",
     tag = "scoring",
+    params(ScoreParams),
     request_body(content = ScoreBatchRequest, content_type = "application/json"),
     security(("api_key" = []), ("sigv4" = [])),
     responses(
@@ -173,9 +233,12 @@ pub const MAX_BATCH_FIELD_ERRORS: usize = 1000;
 pub async fn score_batch(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Json<ScoreBatchResponse>, ApiError> {
+    let asked = explain_asked(query.as_deref())?;
+    state.scoring.may_explain(asked).map_err(explain_error)?;
     let refresh = wants_refresh(&headers, &caller);
     let items = batch_items(&body, state.limits.max_batch_items)?;
     let received_at = OffsetDateTime::now_utc();
@@ -208,10 +271,11 @@ pub async fn score_batch(
         .map(|(index, tx)| (index, (tx.transaction_id, tx.features)))
         .unzip();
     drop((body, headers));
+    let features: Vec<FeatureRow> = items.iter().map(|(_, features)| *features).collect();
     let outcomes = state.scoring.many(items, refresh, Admit::TryNow).await?;
-    for (index, outcome) in indices.into_iter().zip(outcomes) {
+    for ((index, outcome), features) in indices.into_iter().zip(outcomes).zip(&features) {
         results[index] = Some(match outcome {
-            Ok(score) => item_score(index, score),
+            Ok(score) => item_score(index, explained(&state.scoring, asked, score, features)?),
             Err(e) => item_error(index, &ApiError::from(e)),
         });
     }

@@ -86,6 +86,7 @@ fn from_table(mut tree: toml::Table, errors: &mut Vec<String>) -> Config {
     section!("batching", batching);
     section!("limits", limits);
     section!("cache", cache);
+    section!("explanations", explanations);
     section!("http", http);
     section!("kinesis", kinesis);
     section!("fleet", fleet);
@@ -93,7 +94,7 @@ fn from_table(mut tree: toml::Table, errors: &mut Vec<String>) -> Config {
     for key in tree.keys() {
         errors.push(format!(
             "unknown key `{key}` (known: bind, admin_bind, allow_anonymous, auth, model, batching, \
-             limits, cache, http, log, kinesis, fleet)"
+             limits, cache, explanations, http, log, kinesis, fleet)"
         ));
     }
     config

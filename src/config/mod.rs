@@ -17,6 +17,7 @@ use crate::middleware::rate_limit::Plan;
 use crate::model::sagemaker::Codec;
 
 mod args;
+mod explanations;
 mod fleet;
 mod http;
 mod kinesis;
@@ -24,6 +25,7 @@ mod load;
 mod validate;
 
 pub use args::{Args, Command};
+pub use explanations::{ExplainMode, ExplanationsConfig};
 pub use fleet::{FleetConfig, OnRedisError};
 pub use http::{HttpConfig, LimitsConfig};
 pub use kinesis::{CheckpointConfig, InitialPosition, KinesisConfig, LeasesConfig, SinkConfig};
@@ -52,6 +54,7 @@ pub struct Config {
     pub batching: BatchingConfig,
     pub limits: LimitsConfig,
     pub cache: CacheConfig,
+    pub explanations: ExplanationsConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
     /// The stream consumer; absent = none.
@@ -71,6 +74,7 @@ impl Default for Config {
             batching: BatchingConfig::default(),
             limits: LimitsConfig::default(),
             cache: CacheConfig::default(),
+            explanations: ExplanationsConfig::default(),
             http: HttpConfig::default(),
             log: LogConfig::default(),
             kinesis: None,

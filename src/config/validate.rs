@@ -76,6 +76,21 @@ impl Config {
             ));
         }
         self.check_auth(errors);
+        let e = &self.explanations;
+        if e.top == 0 || e.top > crate::domain::N_FEATURES {
+            errors.push(format!(
+                "`explanations.top` must be from 1 to {}. Given: {}",
+                crate::domain::N_FEATURES,
+                e.top
+            ));
+        }
+        for (feature, reason) in &e.reasons {
+            if reason.code.is_empty() || reason.text.is_empty() {
+                errors.push(format!(
+                    "`explanations.reasons.{feature}` needs a non-empty `code` and `text`"
+                ));
+            }
+        }
         if let Some(f) = &self.fleet {
             if let Err(e) = redis::Client::open(f.redis_url.as_str()) {
                 errors.push(format!("`fleet.redis_url` is not a Redis URL: {e}"));

@@ -7,11 +7,15 @@
 //! [`Transaction`] exists for the OpenAPI document and for clients written in Rust; the only way
 //! into the pipeline is [`ValidTransaction`].
 
+mod explanation;
 mod features;
 mod score;
 mod transaction;
 mod validate;
 
+pub use explanation::{
+    Contribution, Explanation, RawExplanation, Reason, ReasonCode, default_reasons,
+};
 pub use features::{FEATURE_NAMES, FeatureLayout, FeatureRow, N_FEATURES};
 pub use score::{Decision, Score, Thresholds};
 pub use transaction::{

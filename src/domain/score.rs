@@ -23,6 +23,10 @@ pub struct Score {
     pub model: String,
     /// Whether the score came from the response cache.
     pub cached: bool,
+    /// Why: with `?explain=true`, or for every flagged score with
+    /// `explanations.mode = "decline_and_review"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<super::Explanation>,
 }
 
 /// `decline` at or above the decline threshold (default 0.9), `review` at or above the review

@@ -216,6 +216,25 @@ impl Model for EmbeddedModel {
         })
     }
 
+    fn explain(&self, row: &FeatureRow) -> Result<crate::domain::RawExplanation, String> {
+        let mut values = Vec::with_capacity(self.layout.len());
+        self.layout.gather_into(row, &mut values);
+        let explained = self.model.explain_row(&values)?;
+        let (base_value, contributions) = explained
+            .split_last()
+            .expect("an explanation ends with its bias");
+        Ok(crate::domain::RawExplanation {
+            base_value: *base_value,
+            contributions: self
+                .layout
+                .names()
+                .iter()
+                .zip(values)
+                .zip(contributions)
+                .map(|((name, value), &contribution)| (name.clone(), value, contribution))
+                .collect(),
+        })
+    }
     fn label(&self) -> &str {
         &self.label
     }

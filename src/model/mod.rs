@@ -68,6 +68,12 @@ pub trait Model: Send + Sync + 'static {
         None
     }
 
+    /// The exact contribution of each feature the model reads to `row`'s margin, and the
+    /// expected margin; why not, for a model that cannot explain its scores.
+    fn explain(&self, _row: &FeatureRow) -> Result<crate::domain::RawExplanation, String> {
+        Err("explanations need the embedded XGBoost model (`model.kind = \"embedded\"`)".into())
+    }
+
     /// The features the model reads, in its own order (what a SageMaker CSV row holds).
     fn layout(&self) -> &FeatureLayout {
         FeatureLayout::canonical_ref()

@@ -31,6 +31,7 @@ fn score(id: &str, fraud_score: f32) -> Score {
         decision: Decision::Approve,
         model: "m@1".to_owned(),
         cached: false,
+        explanation: None,
     }
 }
 
