@@ -673,3 +673,43 @@ async fn a_rejected_checkpoint_makes_the_shard_unready_until_reset_to_the_initia
         "checkpointed anew"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_decline_and_review_flagged_results_carry_their_reason_codes() {
+    let kinesalite = Kinesalite::start().await;
+    let client = kinesalite.client();
+    create_stream(&client, "reasons", 1).await;
+    let flagged = common::transaction(
+        "flagged",
+        json!({"amount": 1500.0, "avg_amount_30d": 50.0, "card_present": false, "country": "BR",
+               "home_country": "DE", "distance_from_home_km": 9000.0, "tx_count_1h": 5,
+               "tx_count_24h": 9, "merchant_category": 6051}),
+    );
+    let routine = common::transaction("routine", json!({}));
+    let records: Vec<(String, Vec<u8>)> = [flagged, routine]
+        .iter()
+        .map(|tx| ("card-7".to_owned(), tx.to_string().into_bytes()))
+        .collect();
+    put(&client, "reasons", &records).await;
+
+    let dirs = Dirs::new("reasons");
+    let mut config = config("reasons", &kinesalite, &dirs, 100);
+    config.explanations.mode = infergate::config::ExplainMode::DeclineAndReview;
+    let app = start(&config, &kinesalite).await;
+    let scored = wait_for_lines(&dirs.scored(), 2, Duration::from_secs(30)).await;
+    app.stop().await.unwrap();
+    let line = |id: &str| {
+        scored
+            .iter()
+            .find(|l| l["transaction_id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let flagged = line("flagged");
+    assert_ne!(flagged["decision"], "approve");
+    let reasons = flagged["explanation"]["reason_codes"].as_array().unwrap();
+    assert_eq!(reasons.len(), 3, "{flagged}");
+    let routine = line("routine");
+    assert_eq!(routine["decision"], "approve");
+    assert!(routine.get("explanation").is_none(), "{routine}");
+}

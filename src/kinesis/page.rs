@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use super::checkpoint::Checkpoint;
 use super::kpl;
-use crate::domain::{Decision, FeatureRow, Score, ValidTransaction};
+use crate::domain::{Decision, Explanation, FeatureRow, Score, ValidTransaction};
 
 /// A line to put on a sink, with the partition key it is put with on a Kinesis sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,9 @@ pub struct OutputRecord {
 pub struct ScoredLine {
     pub cached: bool,
     pub decision: Decision,
+    /// With `explanations.mode = "decline_and_review"`, for every flagged score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Explanation>,
     /// The score widened to f64, as it has always been written.
     pub fraud_score: f64,
     pub model: String,
@@ -203,6 +206,7 @@ impl ScoredLine {
         Self {
             cached: score.cached,
             decision: score.decision,
+            explanation: score.explanation,
             fraud_score: f64::from(score.fraud_score),
             model: score.model,
             sequence_number: position.sequence_number.clone(),

@@ -255,9 +255,14 @@ impl Consumer {
         )
         .await;
         self.health.shard_scored(shard_id);
-        let Ok(scores) = scored else {
+        let Ok(mut scores) = scored else {
             return Ok(false);
         };
+        // Flagged scores carry their reasons with `explanations.mode = "decline_and_review"`
+        // (never asked here, so a model that cannot explain just leaves them out).
+        for (score, (_, features)) in scores.iter_mut().zip(page.items()) {
+            let _ = self.scoring.add_explanation(false, score, &features);
+        }
         // Fencing: once the lease may be another instance's, nothing more is written.
         if !self.checkpoints.may_write(shard_id) {
             return Err(KinesisError::LeaseLost {
