@@ -12,7 +12,7 @@ use infergate::config::SigV4Config;
 use infergate::model::EmbeddedModel;
 use infergate::model::xgboost::XgbModel;
 use infergate::{Config, config::ApiKeyConfig};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const AKID: &str = "AKIDSAGEMAKERCLIENT";
 const SECRET: &str = "sm2Lq8Vn4Rt6Yw0Zb2Dc4Fg6Hj8Kl0Mn2Pq4Rs6T";
@@ -368,5 +368,62 @@ async fn an_unknown_endpoint_name_is_a_validation_error() {
 
     let app = spawn_app_env(open(&["*"]), model(), &[]).await;
     assert_eq!(invoke(&app, "anything").await.unwrap().status(), 200);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_gets_clarify_shaped_explanations_for_the_records_its_expression_selects() {
+    let app = app().await;
+    // A flagged row and a routine one, in the model's feature order.
+    let body = write_body(
+        "clarify",
+        "1500,30,2,6051,0,1,9000,5,9\n42.5,0.83,14,5411,1,0,3.2,0,2\n",
+    );
+    let selected = python_client(
+        &app,
+        &body,
+        AKID,
+        SECRET,
+        &["--enable-explanations", "[0]>`0.5`"],
+    );
+    assert_eq!(selected["content_type"], "application/json", "{selected}");
+    let answer: Value = serde_json::from_str(selected["body"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["version"], "1.0");
+    let scores = parse_scores(answer["predictions"]["data"].as_str().unwrap());
+    assert!(scores[0] > 0.5 && scores[1] < 0.5, "{scores:?}");
+    let records = answer["explanations"]["kernel_shap"][0].as_array().unwrap();
+    assert_eq!(records.len(), 2);
+    let features = records[0].as_array().unwrap();
+    assert_eq!(features.len(), 9, "{answer}");
+    assert_eq!(features[0]["feature_header"], "amount");
+    assert!(features[0]["attributions"][0]["attribution"][0].is_f64());
+    assert!(
+        records[1].is_null(),
+        "the routine row is not explained: {answer}"
+    );
+
+    let none = python_client(
+        &app,
+        &body,
+        AKID,
+        SECRET,
+        &["--enable-explanations", "`false`"],
+    );
+    let answer: Value = serde_json::from_str(none["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        answer["explanations"],
+        json!({}),
+        "as Clarify answers when none is explained"
+    );
+
+    let bad = python_client(
+        &app,
+        &body,
+        AKID,
+        SECRET,
+        &["--enable-explanations", "score > 1"],
+    );
+    assert_eq!(bad["code"], "ValidationError", "{bad}");
+    std::fs::remove_file(body).unwrap();
     app.stop().await.unwrap();
 }

@@ -13,6 +13,7 @@ use crate::middleware::rate_limit::{self, CostFn, RateLimitState};
 use crate::state::AppState;
 pub use docs::{ApiDoc, openapi_json};
 
+mod clarify;
 pub mod docs;
 pub mod health;
 pub mod json;

@@ -196,7 +196,10 @@ pub fn csv_cost(body: &[u8]) -> u32 {
     post,
     path = "/endpoints/{EndpointName}/invocations",
     tag = "sagemaker",
-    params(("EndpointName" = String, Path, description = "The model's name (`fraud-xgb` for the built-in model) or one of `model.endpoint_aliases`", example = "fraud-xgb")),
+    params(
+        ("EndpointName" = String, Path, description = "The model's name (`fraud-xgb` for the built-in model) or one of `model.endpoint_aliases`", example = "fraud-xgb"),
+        ("X-Amzn-SageMaker-Enable-Explanations" = Option<String>, Header, description = "SageMaker Clarify's `EnableExplanations`: `` `true` ``, `` `false` `` or a comparison of the score such as `` [0]>`0.5` ``. With it, the answer is Clarify's JSON (`version`, `predictions`, `explanations.kernel_shap` with exact TreeSHAP values on the log-odds scale)", example = "[0]>`0.5`"),
+    ),
     request_body(content = String, content_type = "text/csv",
         example = "1500,30,2,6051,0,1,9000,5,9\n42.5,0.83,14,5411,1,0,3.2,0,2\n"),
     security(("api_key" = []), ("sigv4" = [])),
@@ -263,6 +266,15 @@ pub async fn invocations(
         .iter()
         .map(|values| (String::new(), layout.scatter(values)))
         .collect();
+    let explain =
+        super::clarify::Filter::from_headers(&headers).map_err(SageMakerError::validation)?;
+    if explain.is_some() {
+        state
+            .scoring
+            .may_explain(true)
+            .map_err(SageMakerError::validation)?;
+    }
+    let features: Vec<_> = items.iter().map(|(_, features)| *features).collect();
     let outcomes = state
         .scoring
         .many(items, wants_refresh(&headers, &caller), Admit::TryNow)
@@ -272,6 +284,21 @@ pub async fn invocations(
         // InvokeEndpoint answers a request whole: the first failed row fails it.
         scores.push(outcome?.fraud_score);
     }
+    if let Some(filter) = explain {
+        let mut explained = Vec::with_capacity(scores.len());
+        for (score, features) in scores.iter().zip(&features) {
+            explained.push(if filter.admits(*score) {
+                let explanation = state
+                    .scoring
+                    .explain(features)
+                    .map_err(SageMakerError::validation)?;
+                Some(explanation)
+            } else {
+                None
+            });
+        }
+        return Ok(super::clarify::response(csv_lines(&scores), explained));
+    }
     let mut response = if media_type(&headers, header::ACCEPT) == "application/json" {
         let predictions = scores
             .into_iter()
@@ -279,18 +306,23 @@ pub async fn invocations(
             .collect();
         Json(Predictions { predictions }).into_response()
     } else {
-        let mut text = String::with_capacity(scores.len() * 12);
-        for score in scores {
-            text.push_str(&score.to_string());
-            text.push('\n');
-        }
-        ([(header::CONTENT_TYPE, "text/csv")], text).into_response()
+        ([(header::CONTENT_TYPE, "text/csv")], csv_lines(&scores)).into_response()
     };
     response.headers_mut().insert(
         "x-amzn-invoked-production-variant",
         HeaderValue::from_static(VARIANT),
     );
     Ok(response)
+}
+
+/// One score per line, as the CSV answer holds them.
+fn csv_lines(scores: &[f32]) -> String {
+    let mut text = String::with_capacity(scores.len() * 12);
+    for score in scores {
+        text.push_str(&score.to_string());
+        text.push('\n');
+    }
+    text
 }
 
 /// Bodies other than CSV go to a SageMaker backend whole, and their answers are cached by body

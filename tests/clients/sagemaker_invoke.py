@@ -21,6 +21,7 @@ def main() -> int:
     parser.add_argument("--body-file", required=True)
     parser.add_argument("--accept", default="text/csv")
     parser.add_argument("--calls", type=int, default=1, help="invoke this many times; report the last")
+    parser.add_argument("--enable-explanations", help="Clarify's EnableExplanations expression")
     args = parser.parse_args()
 
     client = boto3.client(
@@ -34,11 +35,15 @@ def main() -> int:
     result = {}
     for _ in range(args.calls):
         try:
+            extra = {}
+            if args.enable_explanations is not None:
+                extra["EnableExplanations"] = args.enable_explanations
             response = client.invoke_endpoint(
                 EndpointName=args.endpoint_name,
                 Body=body,
                 ContentType="text/csv",
                 Accept=args.accept,
+                **extra,
             )
             result = {
                 "body": response["Body"].read().decode(),
