@@ -113,3 +113,34 @@ fn a_model_without_covers_cannot_be_explained_and_says_why() {
     let why = model.explain_row(&row).unwrap_err();
     assert!(why.contains("sum_hessian"), "{why}");
 }
+
+#[tokio::test]
+async fn explaining_every_flagged_score_refuses_at_start_a_model_without_covers() {
+    let text = std::fs::read_to_string(repo_path("models/fraud-xgb/model.json")).unwrap();
+    let mut document: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for tree in document["learner"]["gradient_booster"]["model"]["trees"]
+        .as_array_mut()
+        .unwrap()
+    {
+        tree.as_object_mut().unwrap().remove("sum_hessian");
+    }
+    let path = std::env::temp_dir().join(format!("infergate-nocovers-{}.json", std::process::id()));
+    std::fs::write(&path, document.to_string()).unwrap();
+    let mut config = infergate::Config::default();
+    config.model.path = Some(path.clone());
+    assert!(
+        infergate::model::build(&config, None).await.is_ok(),
+        "on request: it loads"
+    );
+    config.explanations.mode = infergate::config::ExplainMode::DeclineAndReview;
+    let error = infergate::model::build(&config, None)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("sum_hessian") && error.contains("on_request"),
+        "{error}"
+    );
+    std::fs::remove_file(path).unwrap();
+}

@@ -96,6 +96,12 @@ pub enum ModelBuildError {
     Embedded(#[from] EmbeddedError),
     #[error("`model.sagemaker.features`: {0}")]
     Features(String),
+    #[error(
+        "`explanations.mode = \"decline_and_review\"` explains every flagged score, but the \
+         model cannot explain: {0}. Save the model with its node covers (XGBoost's JSON or \
+         UBJSON has them), or set `explanations.mode = \"on_request\"`"
+    )]
+    Explanations(String),
 }
 
 /// The configured model. For SageMaker, `client` replaces the one built from the AWS chain
@@ -112,7 +118,16 @@ pub async fn build(
         })
     };
     Ok(match config.model.kind {
-        ModelKind::Embedded => Arc::new(embedded()?),
+        ModelKind::Embedded => {
+            let model = embedded()?;
+            // Explaining every flagged score is a promise the model must be able to keep.
+            if config.explanations.mode == crate::config::ExplainMode::DeclineAndReview
+                && let Err(why) = model.explain(&FeatureRow([0.0; crate::domain::N_FEATURES]))
+            {
+                return Err(ModelBuildError::Explanations(why));
+            }
+            Arc::new(model)
+        }
         ModelKind::Sagemaker => {
             let sm = &config.model.sagemaker;
             // The local model both gives the endpoint's feature order (unless configured) and
