@@ -264,9 +264,14 @@ impl Scoring {
     /// The explanation of `features` (exact TreeSHAP, computed now: microseconds, so it is
     /// not cached), with the configured reason codes.
     pub fn explain(&self, features: &FeatureRow) -> Result<Explanation, String> {
+        let started = std::time::Instant::now();
         let raw = self.model().explain(features)?;
         let e = &self.explanations;
-        Ok(Explanation::new(raw, e.top, &e.reasons))
+        let explanation = Explanation::new(raw, e.top, &e.reasons);
+        metrics::histogram!("infergate_explanation_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("infergate_explanations_total").increment(1);
+        Ok(explanation)
     }
 
     /// Sets the cache size gauges (read when scraped rather than tracked on every insert and

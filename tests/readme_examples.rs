@@ -85,7 +85,7 @@ async fn the_aws_cli_and_boto3_examples_run_against_the_default_gateway() {
 async fn the_explanation_example_runs_against_the_default_gateway() {
     let app = spawn_app(Config::default()).await;
     let url = app.url("");
-    let sh = blocks("API", "sh");
+    let sh = blocks("Why was it declined?", "sh");
     assert_eq!(sh.len(), 1, "one shell example");
     let script = sh[0].replace("http://127.0.0.1:8080", url.trim_end_matches('/'));
     let dir = std::env::temp_dir();
