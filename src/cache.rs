@@ -118,6 +118,7 @@ impl RawCache {
             model_version.as_bytes(),
             request.content_type.as_bytes(),
             request.accept.unwrap_or("").as_bytes(),
+            request.enable_explanations.unwrap_or("").as_bytes(),
             request.body,
         ] {
             hasher.update((part.len() as u64).to_le_bytes());

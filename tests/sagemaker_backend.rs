@@ -323,3 +323,31 @@ async fn other_content_types_pass_through_whole_and_are_cached_by_body() {
     assert_eq!(endpoint.calls().len(), 2, "another body is another call");
     app.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clarifys_header_goes_through_to_a_sagemaker_endpoint_with_the_request() {
+    let clarify = r#"{"version":"1.0","predictions":{"content_type":"text/csv","data":"0.5\n"},"explanations":{}}"#;
+    let endpoint = FaultyEndpoint::start(vec![Fault::BatchScores(clarify.to_owned())]).await;
+    let app = gateway(&endpoint.url, |_| {}).await;
+    let response = app
+        .client
+        .post(app.url("/endpoints/fraud-xgb/invocations"))
+        .header("content-type", "text/csv")
+        .header("x-amzn-sagemaker-enable-explanations", "[0]>`0.5`")
+        .body("1500,30,2,6051,0,1,9000,5,9\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.text().await.unwrap(),
+        clarify,
+        "the endpoint's answer, as it came"
+    );
+    assert_eq!(endpoint.explanations(), [Some("[0]>`0.5`".to_owned())]);
+    assert_eq!(
+        endpoint.calls(),
+        ["1500,30,2,6051,0,1,9000,5,9\n"],
+        "the body whole"
+    );
+}

@@ -249,7 +249,11 @@ pub async fn invocations(
     }
     tracing::debug!(endpoint = %endpoint, "invocation");
     let content_type = media_type(&headers, header::CONTENT_TYPE);
-    if content_type != "text/csv" {
+    // Clarify's explanations for a model that cannot give them (a SageMaker backend): the
+    // endpoint's own explainer answers, the request passed through whole.
+    let clarify_elsewhere =
+        headers.contains_key(super::clarify::HEADER) && !state.scoring.model().explains();
+    if content_type != "text/csv" || clarify_elsewhere {
         return pass_through(&state, &caller, &headers, &body).await;
     }
     let layout = state.scoring.model().layout();
@@ -338,10 +342,14 @@ async fn pass_through(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream");
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let enable_explanations = headers
+        .get(super::clarify::HEADER)
+        .and_then(|v| v.to_str().ok());
     let request = RawRequest {
         body,
         content_type,
         accept,
+        enable_explanations,
     };
     let refresh = wants_refresh(headers, caller);
     let Some(answer) = state.scoring.raw(request, refresh).await? else {

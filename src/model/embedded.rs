@@ -216,6 +216,10 @@ impl Model for EmbeddedModel {
         })
     }
 
+    fn explains(&self) -> bool {
+        self.model.can_explain()
+    }
+
     fn explain(&self, row: &FeatureRow) -> Result<crate::domain::RawExplanation, String> {
         let mut values = Vec::with_capacity(self.layout.len());
         self.layout.gather_into(row, &mut values);

@@ -31,6 +31,8 @@ pub struct RawRequest<'a> {
     pub body: &'a [u8],
     pub content_type: &'a str,
     pub accept: Option<&'a str>,
+    /// SageMaker Clarify's `EnableExplanations`, passed on as it came.
+    pub enable_explanations: Option<&'a str>,
 }
 
 /// The endpoint's answer to a [`RawRequest`].
@@ -66,6 +68,12 @@ pub trait Model: Send + Sync + 'static {
         _deadline: Instant,
     ) -> Option<RawFuture<'a>> {
         None
+    }
+
+    /// Whether [`Model::explain`] can answer (else a SageMaker route request for Clarify's
+    /// explanations goes to the model whole).
+    fn explains(&self) -> bool {
+        false
     }
 
     /// The exact contribution of each feature the model reads to `row`'s margin, and the

@@ -130,6 +130,7 @@ async fn raw_is_none_for_a_model_that_only_scores_rows() {
         body: b"{}",
         content_type: "application/json",
         accept: None,
+        enable_explanations: None,
     };
     assert!(scoring.raw(request, false).await.unwrap().is_none());
 }

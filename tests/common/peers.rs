@@ -115,6 +115,8 @@ pub enum Fault {
 struct Script {
     faults: Vec<Fault>,
     calls: Vec<String>,
+    /// Each call's `X-Amzn-SageMaker-Enable-Explanations`, if it sent one.
+    explanations: Vec<Option<String>>,
 }
 
 /// An in-process endpoint speaking SageMaker Runtime's wire API, following a script of faults;
@@ -129,7 +131,7 @@ impl FaultyEndpoint {
     pub async fn start(faults: Vec<Fault>) -> Self {
         let script = Arc::new(Mutex::new(Script {
             faults,
-            calls: Vec::new(),
+            ..Script::default()
         }));
         let app = Router::new()
             .route("/endpoints/{name}/invocations", post(invoke))
@@ -145,6 +147,11 @@ impl FaultyEndpoint {
     /// The bodies received, in order.
     pub fn calls(&self) -> Vec<String> {
         self.script.lock().unwrap().calls.clone()
+    }
+
+    /// Each call's Clarify `EnableExplanations` header, in order.
+    pub fn explanations(&self) -> Vec<Option<String>> {
+        self.script.lock().unwrap().explanations.clone()
     }
 
     pub fn set_script(&self, faults: Vec<Fault>) {
@@ -178,13 +185,18 @@ fn echo(body: &str) -> Response {
 
 async fn invoke(
     State(script): State<Arc<Mutex<Script>>>,
-    _headers: HeaderMap,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let body = String::from_utf8_lossy(&body).into_owned();
     let fault = {
         let mut s = script.lock().unwrap();
         s.calls.push(body.clone());
+        let explanations = headers
+            .get("x-amzn-sagemaker-enable-explanations")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        s.explanations.push(explanations);
         let n = s.calls.len();
         s.faults
             .get(n - 1)

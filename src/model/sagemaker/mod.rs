@@ -95,6 +95,7 @@ impl SageMakerModel {
                 body: &body,
                 content_type: media_type,
                 accept: Some(media_type),
+                enable_explanations: None,
             };
             let answer = self.invoke_with_retry(request, deadline).await?;
             metrics::histogram!("infergate_sagemaker_invocation_rows").record(n as f64);

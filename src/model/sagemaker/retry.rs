@@ -83,6 +83,9 @@ impl SageMakerModel {
         if let Some(accept) = request.accept {
             call = call.accept(accept);
         }
+        if let Some(expression) = request.enable_explanations {
+            call = call.enable_explanations(expression);
+        }
         if let Some(v) = &c.target_model {
             call = call.target_model(v);
         }

@@ -189,6 +189,11 @@ impl XgbModel {
         Ok(contributions)
     }
 
+    /// Whether [`XgbModel::explain_row`] can answer (the model has its node covers).
+    pub fn can_explain(&self) -> bool {
+        self.explainer.is_ok()
+    }
+
     /// The margin of `row` (before the objective's transform), as [`XgbModel::predict_row`]
     /// computes it.
     pub fn margin_row(&self, row: &[f32]) -> f32 {
