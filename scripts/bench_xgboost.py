@@ -5,7 +5,8 @@ The rows are those of tests/fixtures/xgb/fraud_parity.csv, as in the Rust
 benchmark (`cargo bench --bench xgboost`), so the numbers compare directly:
 one row per call, and batches of 64 rows, through `inplace_predict` and
 through `predict` on a freshly built DMatrix (what a service has to do for
-each request). Prints microseconds per row.
+each request), and the explanations (`pred_contribs`, exact TreeSHAP) of
+both. Prints microseconds per row.
 
 Usage: .venv/bin/python scripts/bench_xgboost.py [--threads N] [--seconds S]
 """
@@ -91,6 +92,15 @@ def main() -> None:
         ),
         ("predict(DMatrix)", BATCH): time_per_row(
             lambda i: booster.predict(dmatrix(batches[i % n_batches])), n_batches, BATCH, args.seconds
+        ),
+        # Explanations: exact TreeSHAP, what `cargo bench --bench xgboost -- explain` times.
+        ("pred_contribs", 1): time_per_row(
+            lambda i: booster.predict(dmatrix(singles[i % n_rows]), pred_contribs=True),
+            n_rows, 1, args.seconds,
+        ),
+        ("pred_contribs", BATCH): time_per_row(
+            lambda i: booster.predict(dmatrix(batches[i % n_batches]), pred_contribs=True),
+            n_batches, BATCH, args.seconds,
         ),
     }
 
