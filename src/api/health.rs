@@ -111,6 +111,8 @@ fn health(state: &AppState, status: &str) -> Health {
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     state.scoring.record_cache_sizes();
     state.health.record_stalled_shards();
+    let ready = state.health.readiness().is_ok();
+    metrics::gauge!("infergate_ready").set(if ready { 1.0 } else { 0.0 });
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::telemetry::prometheus().render(),
