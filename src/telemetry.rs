@@ -115,3 +115,24 @@ fn describe() {
         "Requests refused with 429, by caller name and scope (caller, quota, global)"
     );
 }
+
+/// Sets `infergate_process_resident_memory_bytes` from `/proc/self/status` (Linux; elsewhere
+/// it is not set). Read when scraped.
+pub fn record_process_memory() {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return;
+    };
+    let rss_kb = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        });
+    if let Some(kb) = rss_kb {
+        metrics::gauge!("infergate_process_resident_memory_bytes").set(kb * 1024.0);
+    }
+}

@@ -1,6 +1,6 @@
 //! The Prometheus side of operations: Debian's `prometheus` scrapes a running gateway and
-//! answers a query for one of its series, and every metric the alerting rules read is one the
-//! gateway's code records.
+//! answers a query for one of its series, and every metric the alerting rules and the Grafana
+//! dashboard read is one the gateway's code records.
 
 mod common;
 
@@ -94,8 +94,12 @@ async fn prometheus_scrapes_the_gateway_and_answers_for_its_series() {
 }
 
 #[test]
-fn every_metric_the_alerts_read_is_recorded_by_the_gateway() {
-    let rules = std::fs::read_to_string(repo_path("deploy/prometheus/alerts.yml")).unwrap();
+fn every_metric_the_alerts_and_the_dashboard_read_is_recorded_by_the_gateway() {
+    let dashboard = std::fs::read_to_string(repo_path("deploy/grafana/infergate.json")).unwrap();
+    let parsed: Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    assert!(parsed["panels"].as_array().unwrap().len() >= 8);
+    let rules =
+        std::fs::read_to_string(repo_path("deploy/prometheus/alerts.yml")).unwrap() + &dashboard;
     let mut source = String::new();
     let mut dirs = vec![repo_path("src")];
     while let Some(dir) = dirs.pop() {
@@ -114,7 +118,7 @@ fn every_metric_the_alerts_read_is_recorded_by_the_gateway() {
         .collect();
     names.sort();
     names.dedup();
-    assert!(names.len() >= 8, "{names:?}");
+    assert!(names.len() >= 15, "{names:?}");
     for name in names {
         let base = ["_bucket", "_sum", "_count"]
             .iter()
@@ -122,7 +126,7 @@ fn every_metric_the_alerts_read_is_recorded_by_the_gateway() {
             .unwrap_or(name);
         assert!(
             source.contains(&format!("\"{base}\"")),
-            "the alerts read {name}, which no code records"
+            "the alerts or the dashboard read {name}, which no code records"
         );
     }
 }

@@ -111,6 +111,7 @@ fn health(state: &AppState, status: &str) -> Health {
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     state.scoring.record_cache_sizes();
     state.health.record_stalled_shards();
+    crate::telemetry::record_process_memory();
     let ready = state.health.readiness().is_ok();
     metrics::gauge!("infergate_ready").set(if ready { 1.0 } else { 0.0 });
     (
