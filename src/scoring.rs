@@ -289,6 +289,7 @@ impl Scoring {
             model: scored.model.to_string(),
             cached: origin == Origin::Cache,
             explanation: None,
+            timing: (origin == Origin::Model).then_some(scored.timing),
         }
     }
 }

@@ -535,3 +535,60 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
     app.stop().await.unwrap();
 }
+
+/// `Server-Timing`'s entries, name → milliseconds.
+fn server_timing(response: &reqwest::Response) -> std::collections::BTreeMap<String, f64> {
+    let header = response.headers()["server-timing"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    header
+        .split(',')
+        .map(|entry| {
+            let (name, dur) = entry.trim().split_once(";dur=").unwrap();
+            (name.to_owned(), dur.parse().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn scores_say_where_their_time_went_in_server_timing() {
+    let app = spawn_app(Config::default()).await;
+    let tx = transaction("timed", json!({}));
+    let miss = app.post_json("/v1/transactions/score", &tx).await;
+    let timing = server_timing(&miss);
+    assert_eq!(
+        timing.keys().collect::<Vec<_>>(),
+        ["auth", "model", "queue", "total"],
+        "{timing:?}"
+    );
+    assert!(timing["total"] >= timing["model"] && timing["total"] >= timing["auth"]);
+    let hit = app.post_json("/v1/transactions/score", &tx).await;
+    let timing = server_timing(&hit);
+    assert_eq!(
+        timing.keys().collect::<Vec<_>>(),
+        ["auth", "total"],
+        "a cached score: {timing:?}"
+    );
+
+    let batch = app
+        .post_json(
+            "/v1/transactions/score-batch",
+            &json!({"transactions": [transaction("t-1", json!({})), transaction("t-2", json!({}))]}),
+        )
+        .await;
+    assert!(server_timing(&batch).contains_key("model"));
+    let csv = app
+        .client
+        .post(app.url("/endpoints/fraud-xgb/invocations"))
+        .header("content-type", "text/csv")
+        .body("1500,30,2,6051,0,1,9000,5,9\n")
+        .send()
+        .await
+        .unwrap();
+    assert!(server_timing(&csv).contains_key("queue"));
+    // An error has none: it said nothing of a score.
+    let bad = app.post_json("/v1/transactions/score", &json!({})).await;
+    assert_eq!(bad.status(), 400);
+    assert!(bad.headers().get("server-timing").is_none());
+}

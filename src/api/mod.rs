@@ -19,6 +19,7 @@ pub mod health;
 pub mod json;
 pub mod sagemaker;
 pub mod score;
+pub mod timing;
 
 /// A media type's essence: lower-cased, without parameters (`Text/CSV; charset=utf-8` ->
 /// `text/csv`).
@@ -113,4 +114,5 @@ fn guarded(
             Arc::clone(&state.auth),
             auth::authenticate,
         ))
+        .route_layer(axum::middleware::from_fn(timing::server_timing))
 }

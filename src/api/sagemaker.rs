@@ -207,7 +207,10 @@ pub fn csv_cost(body: &[u8]) -> u32 {
         (status = 200, description = "One score per row", content(
             (String = "text/csv", example = "0.92125046\n0.0010378546\n"),
             (Predictions = "application/json"),
-        ), headers(("x-Amzn-Invoked-Production-Variant" = String, description = "Always `AllTraffic`"))),
+        ), headers(
+            ("x-Amzn-Invoked-Production-Variant" = String, description = "Always `AllTraffic`"),
+            ("Server-Timing" = String, description = "`auth`, `queue`, `model` (the longest among the rows' computed scores) and `total`, in ms"),
+        )),
         (status = 400, description = "`ValidationError`: an endpoint name the gateway does not answer to, no rows, a row with the wrong number of values, or a value that is not a finite number",
             body = AwsError, headers(("x-amzn-ErrorType" = String, description = "The error code"))),
         (status = 401, description = "`UnrecognizedClientException`: missing or unknown credentials",
@@ -237,6 +240,7 @@ pub async fn invocations(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, SageMakerError> {
+    let started = std::time::Instant::now();
     let Path(endpoint) = endpoint.map_err(|_| {
         SageMakerError::validation("the endpoint name is not a valid percent-encoded UTF-8 name")
     })?;
@@ -283,11 +287,13 @@ pub async fn invocations(
         .scoring
         .many(items, wants_refresh(&headers, &caller), Admit::TryNow)
         .await?;
-    let mut scores = Vec::with_capacity(outcomes.len());
+    let mut scored = Vec::with_capacity(outcomes.len());
     for outcome in outcomes {
         // InvokeEndpoint answers a request whole: the first failed row fails it.
-        scores.push(outcome?.fraud_score);
+        scored.push(outcome?);
     }
+    let timing = super::timing::HandlerTiming::of(started, &scored);
+    let scores: Vec<f32> = scored.iter().map(|s| s.fraud_score).collect();
     if let Some(filter) = explain {
         let mut explained = Vec::with_capacity(scores.len());
         for (score, features) in scores.iter().zip(&features) {
@@ -301,7 +307,9 @@ pub async fn invocations(
                 None
             });
         }
-        return Ok(super::clarify::response(csv_lines(&scores), explained));
+        let mut response = super::clarify::response(csv_lines(&scores), explained);
+        response.extensions_mut().insert(timing);
+        return Ok(response);
     }
     let mut response = if media_type(&headers, header::ACCEPT) == "application/json" {
         let predictions = scores
@@ -316,6 +324,7 @@ pub async fn invocations(
         "x-amzn-invoked-production-variant",
         HeaderValue::from_static(VARIANT),
     );
+    response.extensions_mut().insert(timing);
     Ok(response)
 }
 

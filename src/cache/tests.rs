@@ -15,6 +15,7 @@ fn scored(score: f32) -> ModelScore {
     ModelScore {
         score,
         model: Arc::from("m@1"),
+        timing: Default::default(),
     }
 }
 

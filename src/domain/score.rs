@@ -27,6 +27,11 @@ pub struct Score {
     /// `explanations.mode = "decline_and_review"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explanation: Option<super::Explanation>,
+    /// Queue wait and model call of a score computed for this request (for `Server-Timing`;
+    /// not serialized).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub timing: Option<crate::pipeline::Timing>,
 }
 
 /// `decline` at or above the decline threshold (default 0.9), `review` at or above the review

@@ -83,6 +83,7 @@ fn parse(value: &str) -> Option<ModelScore> {
     (score.is_finite() && !model.is_empty()).then(|| ModelScore {
         score,
         model: Arc::from(model),
+        timing: Default::default(),
     })
 }
 
@@ -95,6 +96,7 @@ mod tests {
         let score = ModelScore {
             score: 0.921_250_46,
             model: Arc::from("fraud-xgb@7d45695e223b"),
+            timing: Default::default(),
         };
         let back = parse(&value(&score)).unwrap();
         assert_eq!(back.score.to_bits(), score.score.to_bits());

@@ -189,9 +189,14 @@ async fn run_batch(
         Ok(answer) => {
             m.rows_scored.increment(answer.scores.len() as u64);
             for (entry, score) in batch.into_iter().zip(answer.scores) {
+                let timing = super::Timing {
+                    queue: started.duration_since(entry.queued_at),
+                    model: started.elapsed(),
+                };
                 let _ = entry.reply.send(Ok(ModelScore {
                     score,
                     model: Arc::clone(&answer.model),
+                    timing,
                 }));
             }
         }

@@ -38,6 +38,16 @@ pub struct ModelScore {
     pub score: f32,
     /// The answering model's label (`name@version`).
     pub model: Arc<str>,
+    /// How long the row waited for its batch and the batch's model call took (zero when the
+    /// score did not come from a model call just now).
+    pub timing: Timing,
+}
+
+/// Where a computed score's time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    pub queue: std::time::Duration,
+    pub model: std::time::Duration,
 }
 
 /// Why a row got no score.

@@ -32,6 +32,7 @@ fn score(id: &str, fraud_score: f32) -> Score {
         model: "m@1".to_owned(),
         cached: false,
         explanation: None,
+        timing: None,
     }
 }
 
