@@ -134,7 +134,19 @@ fn mean_value(nodes: &[Node], node: usize) -> f64 {
         / here.cover
 }
 
-/// Extends the path at `path[start..]` (its `depth + 1` elements) by one split.
+/// `1 / k` for every `k` a path of the deepest tree the loader accepts needs: the recursion
+/// multiplies by these instead of dividing (divisions were most of its time).
+const INV: [f64; 132] = {
+    let mut table = [0.0; 132];
+    let mut k = 1;
+    while k < table.len() {
+        table[k] = 1.0 / k as f64;
+        k += 1;
+    }
+    table
+};
+
+/// Extends the path (its `depth + 1` elements) by one split.
 fn extend(path: &mut [PathElement], depth: usize, zero: f64, one: f64, feature: i64) {
     path[depth] = PathElement {
         feature,
@@ -142,26 +154,30 @@ fn extend(path: &mut [PathElement], depth: usize, zero: f64, one: f64, feature: 
         one,
         weight: if depth == 0 { 1.0 } else { 0.0 },
     };
-    let d = depth as f64;
+    let inv = INV[depth + 1];
     for i in (0..depth).rev() {
         let w = path[i].weight;
-        path[i + 1].weight += one * w * (i as f64 + 1.0) / (d + 1.0);
-        path[i].weight = zero * w * (d - i as f64) / (d + 1.0);
+        path[i + 1].weight += one * w * (i + 1) as f64 * inv;
+        path[i].weight = zero * w * (depth - i) as f64 * inv;
     }
 }
 
 /// Undoes the extension by `path[index]`.
 fn unwind(path: &mut [PathElement], depth: usize, index: usize) {
     let PathElement { zero, one, .. } = path[index];
-    let d = depth as f64;
+    let scale = (depth + 1) as f64;
     let mut next_one = path[depth].weight;
-    for i in (0..depth).rev() {
-        if one != 0.0 {
+    if one != 0.0 {
+        let inv_one = 1.0 / one;
+        for i in (0..depth).rev() {
             let w = path[i].weight;
-            path[i].weight = next_one * (d + 1.0) / ((i as f64 + 1.0) * one);
-            next_one = w - path[i].weight * zero * (d - i as f64) / (d + 1.0);
-        } else {
-            path[i].weight = path[i].weight * (d + 1.0) / (zero * (d - i as f64));
+            path[i].weight = next_one * scale * INV[i + 1] * inv_one;
+            next_one = w - path[i].weight * zero * (depth - i) as f64 * INV[depth + 1];
+        }
+    } else {
+        let inv_zero = 1.0 / zero;
+        for i in (0..depth).rev() {
+            path[i].weight *= scale * inv_zero * INV[depth - i];
         }
     }
     for i in index..depth {
@@ -174,16 +190,20 @@ fn unwind(path: &mut [PathElement], depth: usize, index: usize) {
 /// The total weight of the path with `path[index]` unwound, without changing it.
 fn unwound_sum(path: &[PathElement], depth: usize, index: usize) -> f64 {
     let PathElement { zero, one, .. } = path[index];
-    let d = depth as f64;
-    let mut next_one = path[depth].weight;
+    let scale = (depth + 1) as f64;
     let mut total = 0.0;
-    for i in (0..depth).rev() {
-        if one != 0.0 {
-            let w = next_one * (d + 1.0) / ((i as f64 + 1.0) * one);
+    if one != 0.0 {
+        let inv_one = 1.0 / one;
+        let mut next_one = path[depth].weight;
+        for i in (0..depth).rev() {
+            let w = next_one * scale * INV[i + 1] * inv_one;
             total += w;
-            next_one = path[i].weight - w * zero * (d - i as f64) / (d + 1.0);
-        } else {
-            total += path[i].weight / zero / ((d - i as f64) / (d + 1.0));
+            next_one = path[i].weight - w * zero * (depth - i) as f64 * INV[depth + 1];
+        }
+    } else {
+        let inv_zero = 1.0 / zero;
+        for i in (0..depth).rev() {
+            total += path[i].weight * inv_zero * scale * INV[depth - i];
         }
     }
     total
