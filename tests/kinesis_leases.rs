@@ -17,6 +17,13 @@ use common::stream::{
 use serde_json::Value;
 
 const TABLE: &str = "infergate-leases";
+
+/// The tests here time failovers with several gateway processes on two shared cores: one test
+/// at a time, so that none starves another's renewals.
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
+}
 const PAGE: usize = 100;
 
 /// One gateway process of the fleet, with its own results and dead-letter files.
@@ -246,6 +253,7 @@ fn shard_of(line: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_share_the_shards_evenly_and_score_every_record_once() {
+    let _serial = serial().await;
     let (kinesalite, dynalite) = (Kinesalite::start().await, Dynalite::start().await);
     let (kinesis, dynamodb) = (kinesalite.client(), dynalite.client());
     create_stream(&kinesis, "shared", 4).await;
@@ -343,6 +351,7 @@ async fn instances_share_the_shards_evenly_and_score_every_record_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_the_leases_and_another_instance_takes_them_before_the_failover_time() {
+    let _serial = serial().await;
     const FAILOVER_MS: u64 = 6_000;
     let (kinesalite, dynalite) = (Kinesalite::start().await, Dynalite::start().await);
     let (kinesis, dynamodb) = (kinesalite.client(), dynalite.client());
@@ -389,6 +398,7 @@ async fn sigterm_releases_the_leases_and_another_instance_takes_them_before_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_9_the_leases_expire_and_every_record_is_scored() {
+    let _serial = serial().await;
     const FAILOVER_MS: u64 = 2_000;
     const ROUNDS: usize = 5;
     const PER_ROUND: usize = 1_200;
@@ -452,6 +462,7 @@ async fn after_kill_9_the_leases_expire_and_every_record_is_scored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_paused_past_the_failover_time_writes_nothing_for_the_shards_it_lost() {
+    let _serial = serial().await;
     const FAILOVER_MS: u64 = 1_500;
     let (kinesalite, dynalite) = (Kinesalite::start().await, Dynalite::start().await);
     let (kinesis, dynamodb) = (kinesalite.client(), dynalite.client());
@@ -502,6 +513,7 @@ async fn an_instance_paused_past_the_failover_time_writes_nothing_for_the_shards
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_restarted_with_its_worker_id_resumes_its_leases_at_once() {
+    let _serial = serial().await;
     const FAILOVER_MS: u64 = 60_000;
     let (kinesalite, dynalite) = (Kinesalite::start().await, Dynalite::start().await);
     let (kinesis, dynamodb) = (kinesalite.client(), dynalite.client());
@@ -539,6 +551,7 @@ async fn an_instance_restarted_with_its_worker_id_resumes_its_leases_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_spread_eight_shards_while_producing_and_lose_nothing() {
+    let _serial = serial().await;
     const RECORDS: usize = 30_000;
     let (kinesalite, dynalite) = (Kinesalite::start().await, Dynalite::start().await);
     let (kinesis, dynamodb) = (kinesalite.client(), dynalite.client());
@@ -586,6 +599,7 @@ async fn three_instances_spread_eight_shards_while_producing_and_lose_nothing() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn across_instances_a_child_shard_is_read_only_after_its_parents_ended() {
+    let _serial = serial().await;
     let (kinesalite, dynalite) = (Kinesalite::start().await, Dynalite::start().await);
     let (kinesis, dynamodb) = (kinesalite.client(), dynalite.client());
     create_stream(&kinesis, "reshard", 2).await;
@@ -708,6 +722,7 @@ async fn across_instances_a_child_shard_is_read_only_after_its_parents_ended() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_table_that_hangs_makes_the_instance_unready_fenced_and_still_quick_to_stop() {
+    let _serial = serial().await;
     const FAILOVER_MS: u64 = 3_000;
     let (kinesalite, dynalite) = (Kinesalite::start().await, Dynalite::start().await);
     let (kinesis, dynamodb) = (kinesalite.client(), dynalite.client());

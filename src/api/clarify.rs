@@ -11,7 +11,9 @@
 use axum::Json;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::domain::Explanation;
 
@@ -104,6 +106,36 @@ impl Filter {
     }
 }
 
+/// SageMaker Clarify's online-explainability answer for CSV input.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "version": "1.0",
+    "predictions": {"content_type": "text/csv", "data": "0.92125046\n0.0010378546\n"},
+    "explanations": {"kernel_shap": [[
+        [{"feature_header": "amount", "attributions": [{"attribution": [0.0406]}]},
+         {"feature_header": "distance_from_home_km", "attributions": [{"attribution": [2.0709]}]}],
+        null
+    ]]}
+}))]
+pub struct ClarifyAnswer {
+    /// Always `1.0`.
+    pub version: String,
+    pub predictions: ClarifyPredictions,
+    /// `{}` when no record is explained, else `kernel_shap`: per record (`null` when left
+    /// out), per feature, `{feature_header, attributions: [{attribution: [value]}]}`.
+    #[schema(value_type = Object)]
+    pub explanations: Value,
+}
+
+/// The answer the route gives without explanations, as Clarify wraps it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClarifyPredictions {
+    #[schema(example = "text/csv")]
+    pub content_type: String,
+    /// One score per line.
+    pub data: String,
+}
+
 /// Clarify's answer: the predictions as the CSV the route would have returned, and per record
 /// each feature's attribution (`null` for a record the filter left out; `{}` when none is
 /// explained). Attributions are on the margin (log-odds) scale, as Clarify's with `UseLogit`.
@@ -130,11 +162,14 @@ pub fn response(csv: String, explained: Vec<Option<Explanation>>) -> Response {
             .collect();
         json!({ "kernel_shap": [records] })
     };
-    let body = json!({
-        "version": "1.0",
-        "predictions": {"content_type": "text/csv", "data": csv},
-        "explanations": explanations,
-    });
+    let body = ClarifyAnswer {
+        version: "1.0".to_owned(),
+        predictions: ClarifyPredictions {
+            content_type: "text/csv".to_owned(),
+            data: csv,
+        },
+        explanations,
+    };
     let mut response = Json(body).into_response();
     response.headers_mut().insert(
         "x-amzn-invoked-production-variant",

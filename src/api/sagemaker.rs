@@ -75,6 +75,15 @@ pub struct Prediction {
     pub score: f32,
 }
 
+/// A JSON answer: the scores (`Accept: application/json`), or Clarify's explanations (with
+/// `X-Amzn-SageMaker-Enable-Explanations`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum JsonAnswer {
+    Scores(Predictions),
+    Clarify(super::clarify::ClarifyAnswer),
+}
+
 /// A SageMaker Runtime error: its code, HTTP status and message.
 #[derive(Debug, Clone)]
 pub struct SageMakerError {
@@ -206,7 +215,7 @@ pub fn csv_cost(body: &[u8]) -> u32 {
     responses(
         (status = 200, description = "One score per row", content(
             (String = "text/csv", example = "0.92125046\n0.0010378546\n"),
-            (Predictions = "application/json"),
+            (JsonAnswer = "application/json"),
         ), headers(
             ("x-Amzn-Invoked-Production-Variant" = String, description = "Always `AllTraffic`"),
             ("Server-Timing" = String, description = "`auth`, `queue`, `model` (the longest among the rows' computed scores) and `total`, in ms"),
