@@ -35,11 +35,7 @@ const KEYS: [(&str, &str); 4] = [
 impl Replica {
     /// A replica with the test plans and `fleet` (TOML lines of the `[fleet]` section).
     async fn start(dir: &std::path::Path, redis: &RedisServer, fleet: &str, extra: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::free_port();
         let config = dir.join(format!("replica-{port}.toml"));
         std::fs::write(
             &config,

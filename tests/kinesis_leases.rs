@@ -69,11 +69,7 @@ impl Instance {
             .append(true)
             .open(dirs.root.join(format!("{worker}.log")))
             .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::free_port();
         let bind = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_infergate"))
             .args(["--config", config.to_str().unwrap(), "--bind", &bind])
@@ -695,15 +691,24 @@ async fn across_instances_a_child_shard_is_read_only_after_its_parents_ended() {
         "two shards, two children, one merged: {shards:?}"
     );
     assert_eq!(scored.len(), 1_500, "nothing twice");
-    let rows = table(&dynamodb).await;
-    let ended = rows
-        .values()
-        .filter(|r| r["checkpoint"].as_s().unwrap() == "SHARD_END")
-        .count();
-    assert_eq!(
-        ended, 3,
-        "the split parent and both children ended: {rows:?}"
-    );
+    // The children end once their readers reach the end of each: the parent of the split and
+    // both children, all three kept in the table while the stream lists them.
+    let started = Instant::now();
+    let rows = loop {
+        let rows = table(&dynamodb).await;
+        let ended = rows
+            .values()
+            .filter(|r| r["checkpoint"].as_s().unwrap() == "SHARD_END")
+            .count();
+        if ended == 3 {
+            break rows;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the split parent and both children ended: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     // The reshard is recorded on the parents, as KCL does.
     let children = |shard: &str| -> Vec<String> {
         let mut children = rows[shard]["childShardIds"].as_ss().unwrap().clone();

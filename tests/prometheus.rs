@@ -32,11 +32,7 @@ async fn prometheus_scrapes_the_gateway_and_answers_for_its_series() {
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let mut prometheus = Command::new("prometheus")
         .arg(format!(
             "--config.file={}",

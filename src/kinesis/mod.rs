@@ -210,11 +210,14 @@ impl Consumer {
             if stop.is_cancelled() {
                 break;
             }
+            let listing_started = std::time::Instant::now();
             match self.list_shards().await {
                 Ok(shards) => {
                     self.health.stream_ok();
                     if let Some(leases) = &leases
-                        && let Err(e) = leases.create_missing(&new_leases(&shards)).await
+                        && let Err(e) = leases
+                            .create_missing(&new_leases(&shards), listing_started)
+                            .await
                     {
                         tracing::warn!(error = %e, "cannot create the leases of new shards");
                     }

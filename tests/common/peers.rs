@@ -25,11 +25,7 @@ pub struct Moto {
 
 impl Moto {
     pub async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let child = Command::new(test_venv_bin("moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -288,11 +284,7 @@ async fn node_peer(package: &str, args: &[&str]) -> (String, Child) {
         cli.display(),
         dir.display()
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = super::free_port();
     let mut child = Command::new("node")
         .arg(&cli)
         .args(["--port", &port.to_string()])
@@ -383,11 +375,7 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let mut redis = Self { port, child: None };
         redis.restart().await;
         redis

@@ -235,14 +235,21 @@ impl Leases {
 
     /// Deletes the ended leases of shards the stream no longer lists (past its retention), so
     /// that the table does not grow with every reshard. A listed shard keeps its lease: with
-    /// it gone, the shard would look new.
+    /// it gone, the shard would look new. A lease counts as unlisted only for a listing that
+    /// began after this worker saw the lease as it is, so that a listing older than a reshard
+    /// (its shards unknown to it yet) deletes nothing.
     async fn clean_up(&self, rows: &[Lease]) -> Result<(), KinesisError> {
-        let Some(listed) = lock(&self.listed).clone() else {
+        let Some((listed, listing_started)) = lock(&self.listed).clone() else {
             return Ok(());
+        };
+        let seen_before_listing = |key: &str| {
+            lock(&self.seen)
+                .get(key)
+                .is_some_and(|seen| seen.since < listing_started)
         };
         for lease in rows
             .iter()
-            .filter(|l| l.ended() && !listed.contains(&l.key))
+            .filter(|l| l.ended() && !listed.contains(&l.key) && seen_before_listing(&l.key))
         {
             if let Written::Done = self.table.delete_ended(&lease.key).await? {
                 tracing::info!(shard = %lease.key, "deleted the lease of a shard past retention");

@@ -169,8 +169,9 @@ pub struct Leases {
     /// The table as last read.
     rows: Mutex<HashMap<String, Lease>>,
     seen: Mutex<HashMap<String, Seen>>,
-    /// The shards the stream listed last (known once the consumer has listed them).
-    listed: Mutex<Option<HashSet<String>>>,
+    /// The shards the stream listed last, and when that listing started (known once the
+    /// consumer has listed them).
+    listed: Mutex<Option<(HashSet<String>, Instant)>>,
     /// Leases this worker stole and waits to be handed over.
     stealing: Mutex<HashSet<String>>,
     /// Wakes the consumer's discovery loop when a lease is taken.
@@ -297,8 +298,13 @@ impl Leases {
     /// workers never both create one), in the order given (parents first). A shard that is
     /// the parent of a lease in the table is not given a lease again: its children started
     /// after it ended.
-    pub async fn create_missing(&self, shards: &[(String, NewLease)]) -> Result<(), KinesisError> {
-        *lock(&self.listed) = Some(shards.iter().map(|(id, _)| id.clone()).collect());
+    pub async fn create_missing(
+        &self,
+        shards: &[(String, NewLease)],
+        listing_started: Instant,
+    ) -> Result<(), KinesisError> {
+        let listed = shards.iter().map(|(id, _)| id.clone()).collect();
+        *lock(&self.listed) = Some((listed, listing_started));
         let mut created = false;
         for (shard_id, new) in shards {
             let known = {
