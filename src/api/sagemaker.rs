@@ -304,16 +304,24 @@ pub async fn invocations(
     let timing = super::timing::HandlerTiming::of(started, &scored);
     let scores: Vec<f32> = scored.iter().map(|s| s.fraud_score).collect();
     if let Some(filter) = explain {
+        let admitted: Vec<bool> = scores.iter().map(|s| filter.admits(*s)).collect();
+        let rows = features
+            .iter()
+            .zip(&admitted)
+            .filter(|(_, admitted)| **admitted)
+            .map(|(features, _)| *features)
+            .collect();
+        let mut computed = state.scoring.explain_all(rows).await.into_iter();
         let mut explained = Vec::with_capacity(scores.len());
-        for (score, features) in scores.iter().zip(&features) {
-            explained.push(if filter.admits(*score) {
-                let explanation = state
-                    .scoring
-                    .explain(features)
-                    .map_err(SageMakerError::validation)?;
-                Some(explanation)
-            } else {
-                None
+        for admitted in admitted {
+            explained.push(match admitted {
+                true => Some(
+                    computed
+                        .next()
+                        .expect("one explanation per admitted row")
+                        .map_err(SageMakerError::validation)?,
+                ),
+                false => None,
             });
         }
         let mut response = super::clarify::response(csv_lines(&scores), explained);

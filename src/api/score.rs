@@ -18,7 +18,6 @@ use crate::domain::{FeatureRow, FieldError, Score, Transaction, ValidTransaction
 use crate::error::{ApiError, Problem};
 use crate::middleware::auth::Caller;
 use crate::pipeline::Admit;
-use crate::scoring::Scoring;
 use crate::state::AppState;
 
 /// Up to `limits.max_batch_items` (default 1000) transactions.
@@ -89,19 +88,6 @@ fn explain_error(message: String) -> ApiError {
         message.clone(),
         vec![FieldError::new("explain", "unavailable", message)],
     )
-}
-
-/// Adds the explanation `scoring` owes `score`, if any.
-fn explained(
-    scoring: &Scoring,
-    asked: bool,
-    mut score: Score,
-    features: &FeatureRow,
-) -> Result<Score, ApiError> {
-    scoring
-        .add_explanation(asked, &mut score, features)
-        .map_err(explain_error)?;
-    Ok(score)
 }
 
 /// Score one transaction.
@@ -178,7 +164,12 @@ pub async fn score(
         .scoring
         .one(tx.transaction_id, tx.features, refresh)
         .await?;
-    let score = explained(&state.scoring, asked, score, &features)?;
+    let mut score = score;
+    state
+        .scoring
+        .add_explanations(asked, vec![(&mut score, features)])
+        .await
+        .map_err(explain_error)?;
     let timing = HandlerTiming::of(started, [&score]);
     let mut response = Json(score).into_response();
     response.extensions_mut().insert(timing);
@@ -283,11 +274,24 @@ pub async fn score_batch(
     drop((body, headers));
     let features: Vec<FeatureRow> = items.iter().map(|(_, features)| *features).collect();
     let outcomes = state.scoring.many(items, refresh, Admit::TryNow).await?;
-    for ((index, outcome), features) in indices.into_iter().zip(outcomes).zip(&features) {
-        results[index] = Some(match outcome {
-            Ok(score) => item_score(index, explained(&state.scoring, asked, score, features)?),
-            Err(e) => item_error(index, &ApiError::from(e)),
-        });
+    let mut scored = Vec::with_capacity(outcomes.len());
+    for ((index, outcome), features) in indices.into_iter().zip(outcomes).zip(features) {
+        match outcome {
+            Ok(score) => scored.push((index, score, features)),
+            Err(e) => results[index] = Some(item_error(index, &ApiError::from(e))),
+        }
+    }
+    let owed = scored
+        .iter_mut()
+        .map(|(_, score, features)| (score, *features))
+        .collect();
+    state
+        .scoring
+        .add_explanations(asked, owed)
+        .await
+        .map_err(explain_error)?;
+    for (index, score, _) in scored {
+        results[index] = Some(item_score(index, score));
     }
     let results: Vec<BatchItem> = results
         .into_iter()
