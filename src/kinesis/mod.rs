@@ -293,8 +293,14 @@ impl Consumer {
         if let Some(cycles) = cycles {
             let _ = cycles.await;
         }
-        if let Some(leases) = &leases {
-            leases.release_all().await;
+        // Bounded, so that a lease table that hangs cannot hold the shutdown: leases left
+        // unreleased expire after the failover time instead.
+        if let Some(leases) = &leases
+            && tokio::time::timeout(Duration::from_secs(5), leases.release_all())
+                .await
+                .is_err()
+        {
+            tracing::warn!("the leases could not all be released in 5 s; the rest will expire");
         }
         tracing::info!(stream = %self.stream, "consumer stopped");
     }
