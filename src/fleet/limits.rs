@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{Fleet, FleetError};
 use crate::config::Config;
-use crate::middleware::rate_limit::{Plan, RateInfo, RateLimited, Scope, secs_to_midnight};
+use crate::middleware::rate_limit::{Plan, RateInfo, RateLimited, Scope, plans, secs_to_midnight};
 
 static SCRIPT: &str = include_str!("limits.lua");
 
@@ -19,7 +19,6 @@ pub struct FleetLimits {
     /// The global limit's rate and burst; 0 = none.
     global: (u32, u32),
     script: redis::Script,
-    prefix: String,
     /// Refusals still in force, by caller (`""`: the global limit): until when, and the answer.
     refused: Mutex<HashMap<Arc<str>, (Instant, RateLimited)>>,
 }
@@ -43,19 +42,9 @@ fn gcra(rate: u32, burst: u32) -> (f64, f64) {
 }
 
 impl FleetLimits {
-    pub fn new(config: &Config, prefix: &str) -> Self {
-        let plans = config
-            .auth
-            .api_keys
-            .iter()
-            .map(|k| (Arc::from(k.name.as_str()), k.plan()))
-            .chain(
-                config
-                    .auth
-                    .sigv4
-                    .iter()
-                    .map(|k| (Arc::from(k.name()), k.plan())),
-            )
+    pub fn new(config: &Config) -> Self {
+        let plans = plans(config)
+            .map(|(name, plan)| (Arc::from(name), plan))
             .collect();
         let l = &config.limits;
         let burst = if l.global_burst == 0 {
@@ -67,7 +56,6 @@ impl FleetLimits {
             plans,
             global: (l.global_rps, burst),
             script: redis::Script::new(SCRIPT),
-            prefix: prefix.to_owned(),
             refused: Mutex::new(HashMap::new()),
         }
     }
@@ -103,9 +91,9 @@ impl FleetLimits {
         let (interval, tolerance) = gcra(plan.rate, plan.burst);
         let (global_interval, global_tolerance) = gcra(self.global.0, self.global.1);
         let keys = [
-            format!("{}:caller:{name}:rate", self.prefix),
-            format!("{}:caller:{name}:quota", self.prefix),
-            format!("{}:global:rate", self.prefix),
+            fleet.key(&["caller", name, "rate"]),
+            fleet.key(&["caller", name, "quota"]),
+            fleet.key(&["global", "rate"]),
         ];
         let mut invocation = self.script.prepare_invoke();
         invocation

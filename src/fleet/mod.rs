@@ -24,16 +24,17 @@ pub use limits::FleetLimits;
 pub fn local_share(config: &Config, replicas: u32) -> Config {
     let n = replicas.max(1);
     let part = |v: u32| if v == 0 { 0 } else { v.div_ceil(n) };
+    let share = |rate: &mut u32, burst: &mut Option<u32>, quota: &mut Option<u64>| {
+        *rate = part(*rate);
+        *burst = burst.map(part);
+        *quota = quota.map(|q| q.div_ceil(u64::from(n)));
+    };
     let mut local = config.clone();
     for key in &mut local.auth.api_keys {
-        key.rate = part(key.rate);
-        key.burst = key.burst.map(part);
-        key.quota_per_day = key.quota_per_day.map(|q| q.div_ceil(u64::from(n)));
+        share(&mut key.rate, &mut key.burst, &mut key.quota_per_day);
     }
     for key in &mut local.auth.sigv4 {
-        key.rate = part(key.rate);
-        key.burst = key.burst.map(part);
-        key.quota_per_day = key.quota_per_day.map(|q| q.div_ceil(u64::from(n)));
+        share(&mut key.rate, &mut key.burst, &mut key.quota_per_day);
     }
     local.limits.global_rps = part(local.limits.global_rps);
     local.limits.global_burst = part(local.limits.global_burst);
@@ -101,7 +102,7 @@ impl Fleet {
                 on_error: fleet.on_redis_error,
                 up: AtomicBool::new(true),
                 failures: AtomicU32::new(0),
-                limits: FleetLimits::new(config, &prefix),
+                limits: FleetLimits::new(config),
                 prefix,
                 shared_cache: fleet.shared_cache,
             }),

@@ -51,6 +51,16 @@ use staged::StagedBucket;
 
 type Bucket<C> = RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>;
 
+/// Every configured caller's name and usage plan, API keys and SigV4 keys alike.
+pub fn plans(config: &Config) -> impl Iterator<Item = (&str, Plan)> {
+    let api_keys = config
+        .auth
+        .api_keys
+        .iter()
+        .map(|k| (k.name.as_str(), k.plan()));
+    api_keys.chain(config.auth.sigv4.iter().map(|k| (k.name(), k.plan())))
+}
+
 /// Which limit turned a request away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -141,13 +151,7 @@ impl RateLimits<DefaultClock> {
 impl<C: Clock + Clone> RateLimits<C> {
     pub fn with_clock(config: &Config, clock: C) -> Self {
         let mut callers = HashMap::new();
-        let plans = config
-            .auth
-            .api_keys
-            .iter()
-            .map(|k| (k.name.as_str(), k.plan()))
-            .chain(config.auth.sigv4.iter().map(|k| (k.name(), k.plan())));
-        for (name, plan) in plans {
+        for (name, plan) in plans(config) {
             let limits = CallerLimits {
                 bucket: quota(plan.rate, plan.burst).map(|q| StagedBucket::new(q, clock.clone())),
                 plan,
