@@ -93,16 +93,7 @@ impl Replica {
     }
 
     async fn metric(&self, series: &str) -> f64 {
-        let url = format!("{}/metrics", self.url);
-        let text = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = common::scrape(&self.url).await;
         text.lines()
             .find_map(|l| l.strip_prefix(series))
             .and_then(|v| v.trim().parse().ok())

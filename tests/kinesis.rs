@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::peers::Kinesalite;
 use common::serve;
 use common::stream::{
-    Dirs, config, create_stream, lines, midpoint, open_shards, put, seq_key, start, transactions,
-    wait_active, wait_for_lines,
+    Dirs, config, create_stream, lines, merge, open_shards, put, seq_key, split, start,
+    transactions, wait_for_lines,
 };
 use infergate::Gateway;
 use infergate::config::SinkConfig;
@@ -239,31 +239,14 @@ async fn split_and_merge_while_producing_keep_every_cards_order() {
 
     // Split the only shard while the consumer reads it, then keep producing.
     let parent = open_shards(&client, "reshard").await.remove(0);
-    let hash = midpoint(&client, "reshard", &parent).await;
-    client
-        .split_shard()
-        .stream_name("reshard")
-        .shard_to_split(&parent)
-        .new_starting_hash_key(hash)
-        .send()
-        .await
-        .expect("split");
-    wait_active(&client, "reshard").await;
+    split(&client, "reshard", &parent).await;
     put(&client, "reshard", &all[500..1_000]).await;
 
     // Merge the two children back, and produce the rest.
     let mut children = open_shards(&client, "reshard").await;
     children.sort();
     assert_eq!(children.len(), 2);
-    client
-        .merge_shards()
-        .stream_name("reshard")
-        .shard_to_merge(&children[0])
-        .adjacent_shard_to_merge(&children[1])
-        .send()
-        .await
-        .expect("merge");
-    wait_active(&client, "reshard").await;
+    merge(&client, "reshard", &children[0], &children[1]).await;
     put(&client, "reshard", &all[1_000..]).await;
 
     let scored = wait_for_lines(&dirs.scored(), 1_500, Duration::from_secs(60)).await;

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::peers::{Dynalite, Kinesalite};
-use common::stream::{
-    Dirs, create_stream, lines, midpoint, open_shards, put, transactions, wait_active,
-};
+use common::stream::{Dirs, create_stream, lines, merge, open_shards, put, split, transactions};
 use serde_json::Value;
 
 const TABLE: &str = "infergate-leases";
@@ -92,12 +90,7 @@ impl Instance {
 
     /// Its lease table calls so far, by purpose, from `/metrics`.
     async fn table_calls(&self) -> BTreeMap<String, f64> {
-        let text = reqwest::get(format!("{}/metrics", self.url))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = common::scrape(&self.url).await;
         text.lines()
             .filter_map(|line| {
                 line.strip_prefix("infergate_kinesis_lease_table_calls_total{call=\"")
@@ -646,16 +639,7 @@ async fn across_instances_a_child_shard_is_read_only_after_its_parents_ended() {
         .into_iter()
         .min()
         .unwrap();
-    let hash = midpoint(&kinesis, "reshard", &parent).await;
-    kinesis
-        .split_shard()
-        .stream_name("reshard")
-        .shard_to_split(&parent)
-        .new_starting_hash_key(hash)
-        .send()
-        .await
-        .expect("split");
-    wait_active(&kinesis, "reshard").await;
+    split(&kinesis, "reshard", &parent).await;
     put(&kinesis, "reshard", &all[500..1_000]).await;
     let mut children: Vec<String> = open_shards(&kinesis, "reshard")
         .await
@@ -664,15 +648,7 @@ async fn across_instances_a_child_shard_is_read_only_after_its_parents_ended() {
         .collect();
     children.sort();
     assert_eq!(children.len(), 2, "{children:?}");
-    kinesis
-        .merge_shards()
-        .stream_name("reshard")
-        .shard_to_merge(&children[0])
-        .adjacent_shard_to_merge(&children[1])
-        .send()
-        .await
-        .expect("merge");
-    wait_active(&kinesis, "reshard").await;
+    merge(&kinesis, "reshard", &children[0], &children[1]).await;
     put(&kinesis, "reshard", &all[1_000..]).await;
 
     let refs: Vec<&Instance> = instances.iter().collect();

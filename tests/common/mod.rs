@@ -18,6 +18,12 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
+/// The `/metrics` text of the gateway at `base` (`http://host:port`, a trailing slash allowed).
+pub async fn scrape(base: &str) -> String {
+    let url = format!("{}/metrics", base.trim_end_matches('/'));
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
 /// A free loopback port (for a peer or a gateway process to bind).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -264,7 +270,7 @@ pub async fn assert_problem(response: reqwest::Response, status: u16, kind: &str
 
 /// The value of a Prometheus sample line starting with `series` in `/metrics`.
 pub async fn metric(app: &TestApp, series: &str) -> Option<f64> {
-    let text = app.get("/metrics").await.text().await.unwrap();
+    let text = scrape(&app.url("")).await;
     text.lines()
         .find(|line| line.starts_with(series))
         .and_then(|line| line.rsplit(' ').next())

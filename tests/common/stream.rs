@@ -221,3 +221,30 @@ pub async fn open_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<
         .map(|s| s.shard_id().to_owned())
         .collect()
 }
+
+/// Splits `shard_id` at the middle of its hash range, once the stream is active again.
+pub async fn split(client: &aws_sdk_kinesis::Client, stream: &str, shard_id: &str) {
+    let hash = midpoint(client, stream, shard_id).await;
+    client
+        .split_shard()
+        .stream_name(stream)
+        .shard_to_split(shard_id)
+        .new_starting_hash_key(hash)
+        .send()
+        .await
+        .expect("split");
+    wait_active(client, stream).await;
+}
+
+/// Merges two adjacent shards, once the stream is active again.
+pub async fn merge(client: &aws_sdk_kinesis::Client, stream: &str, shard: &str, adjacent: &str) {
+    client
+        .merge_shards()
+        .stream_name(stream)
+        .shard_to_merge(shard)
+        .adjacent_shard_to_merge(adjacent)
+        .send()
+        .await
+        .expect("merge");
+    wait_active(client, stream).await;
+}
