@@ -236,6 +236,11 @@ impl Scoring {
         Ok(())
     }
 
+    /// Whether flagged scores are explained unasked (`decline_and_review`).
+    pub fn explains_flagged(&self) -> bool {
+        self.explanations.mode == ExplainMode::DeclineAndReview
+    }
+
     /// Adds the explanations owed to `items` (asked for, or unasked for flagged scores with
     /// `decline_and_review`), computed together on a blocking thread: an explanation takes a
     /// fraction of a millisecond, too long for an async worker. A model that cannot explain is

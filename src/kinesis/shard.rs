@@ -260,12 +260,14 @@ impl Consumer {
         };
         // Flagged scores carry their reasons with `explanations.mode = "decline_and_review"`
         // (never asked here, so a model that cannot explain just leaves them out).
-        let owed = scores
-            .iter_mut()
-            .zip(page.items())
-            .map(|(score, (_, features))| (score, features))
-            .collect();
-        let _ = self.scoring.add_explanations(false, owed).await;
+        if self.scoring.explains_flagged() {
+            let owed = scores
+                .iter_mut()
+                .zip(page.items())
+                .map(|(score, (_, features))| (score, features))
+                .collect();
+            let _ = self.scoring.add_explanations(false, owed).await;
+        }
         // Fencing: once the lease may be another instance's, nothing more is written.
         if !self.checkpoints.may_write(shard_id) {
             return Err(KinesisError::LeaseLost {
